@@ -1,0 +1,2 @@
+// Being written: builds mntleak-ebpf with aya-build. MNTLEAK_SKIP_EBPF=1 skips it (userspace-only work).
+fn main() {}

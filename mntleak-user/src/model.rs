@@ -1,0 +1,323 @@
+//! The decoded event stream: what every source (live, capture reader) produces and what the engine
+//! and the reports consume. One type per concept; no I/O here.
+
+use serde::{Deserialize, Serialize};
+
+/// A string from the kernel or /proc: untrusted bytes, kept as lossy UTF-8 plus a truncation mark.
+/// Escaping for terminals happens in `report::escape`; JSON gets it through serde.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KStr {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+impl KStr {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            truncated: false,
+        }
+    }
+    pub fn from_bytes(bytes: &[u8], truncated: bool) -> Self {
+        Self {
+            text: String::from_utf8_lossy(bytes).into_owned(),
+            truncated,
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// A mount namespace: the 64-bit id is the identity (inodes are reused), the inode is what /proc shows.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct MntNs {
+    pub id: u64,
+    pub inum: u32,
+}
+
+/// Who acted, at the moment of the event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Kernel CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub comm: KStr,
+    pub mnt_ns: MntNs,
+    pub net_ns_inum: u32,
+    pub cgroup_id: u64,
+}
+
+/// A file descriptor argument. `AT_FDCWD` is -100.
+pub type Fd = i32;
+
+/// The decoded syscall or lifecycle action, with its arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Mount {
+        source: KStr,
+        target: KStr,
+        fstype: KStr,
+        flags: u64,
+    },
+    Umount {
+        target: KStr,
+        flags: u64,
+    },
+    /// unlink, unlinkat and rmdir; `rmdir` is true for rmdir(2) and unlinkat(AT_REMOVEDIR).
+    Unlink {
+        dirfd: Fd,
+        path: KStr,
+        rmdir: bool,
+        call: UnlinkCall,
+    },
+    Unshare {
+        flags: u64,
+    },
+    Setns {
+        fd: Fd,
+        nstype: u64,
+    },
+    /// clone and clone3: `child` is the return value when positive.
+    Clone {
+        flags: u64,
+        clone3: bool,
+    },
+    Fsopen {
+        fstype: KStr,
+        flags: u64,
+    },
+    Fsconfig {
+        fd: Fd,
+        cmd: u32,
+        key: KStr,
+        value: KStr,
+    },
+    Fsmount {
+        fd: Fd,
+        flags: u64,
+        attr_flags: u64,
+    },
+    MoveMount {
+        from_dirfd: Fd,
+        from_path: KStr,
+        to_dirfd: Fd,
+        to_path: KStr,
+        flags: u64,
+    },
+    OpenTree {
+        dirfd: Fd,
+        path: KStr,
+        flags: u64,
+    },
+    MountSetattr {
+        dirfd: Fd,
+        path: KStr,
+        flags: u64,
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+    },
+    PivotRoot {
+        new_root: KStr,
+        put_old: KStr,
+    },
+    Chroot {
+        path: KStr,
+    },
+    Fork {
+        child: u32,
+    },
+    Exec {
+        filename: KStr,
+    },
+    Exit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlinkCall {
+    Unlink,
+    Unlinkat,
+    Rmdir,
+}
+
+impl Action {
+    /// The name users know the call by.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Mount { .. } => "mount",
+            Action::Umount { .. } => "umount2",
+            Action::Unlink {
+                call: UnlinkCall::Unlink,
+                ..
+            } => "unlink",
+            Action::Unlink {
+                call: UnlinkCall::Unlinkat,
+                ..
+            } => "unlinkat",
+            Action::Unlink {
+                call: UnlinkCall::Rmdir,
+                ..
+            } => "rmdir",
+            Action::Unshare { .. } => "unshare",
+            Action::Setns { .. } => "setns",
+            Action::Clone { clone3: false, .. } => "clone",
+            Action::Clone { clone3: true, .. } => "clone3",
+            Action::Fsopen { .. } => "fsopen",
+            Action::Fsconfig { .. } => "fsconfig",
+            Action::Fsmount { .. } => "fsmount",
+            Action::MoveMount { .. } => "move_mount",
+            Action::OpenTree { .. } => "open_tree",
+            Action::MountSetattr { .. } => "mount_setattr",
+            Action::PivotRoot { .. } => "pivot_root",
+            Action::Chroot { .. } => "chroot",
+            Action::Fork { .. } => "fork",
+            Action::Exec { .. } => "exec",
+            Action::Exit => "exit",
+        }
+    }
+}
+
+/// One traced event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub task: Task,
+    pub action: Action,
+    /// The syscall's return value (negative errno), `None` for lifecycle events or a missed exit.
+    pub ret: Option<i64>,
+    /// The caller's namespace after the call (unshare, setns), or the child's (fork, clone).
+    pub new_mnt_ns: Option<MntNs>,
+    /// For relative paths: the directory they were resolved against (dirfd or cwd), read by the
+    /// live source, so the engine can place `unlinkat(dirfd, "merged")`.
+    pub dir: Option<KStr>,
+}
+
+/// Propagation of one mount, as mountinfo shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Propagation {
+    /// `shared:N` peer group.
+    pub shared: Option<u32>,
+    /// `master:N`.
+    pub master: Option<u32>,
+    pub unbindable: bool,
+}
+
+impl Propagation {
+    pub fn is_private(&self) -> bool {
+        self.shared.is_none() && self.master.is_none() && !self.unbindable
+    }
+}
+
+/// One mount as the kernel reports it (statmount or mountinfo).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountInfo {
+    /// 64-bit unique mount id (statmount), or the 32-bit mountinfo id when that is all we have.
+    pub mnt_id: u64,
+    pub parent_id: u64,
+    /// Old-style 32-bit id as in /proc/<pid>/mountinfo, 0 when unknown.
+    pub mnt_id_old: u32,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    /// Path inside the filesystem that is mounted (the bind source).
+    pub root: KStr,
+    /// Mountpoint as seen from the namespace's root.
+    pub mountpoint: KStr,
+    pub fstype: KStr,
+    pub source: KStr,
+    pub options: KStr,
+    pub propagation: Propagation,
+}
+
+/// A mount namespace as found when the capture (or a namespace) began.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceState {
+    pub ns: MntNs,
+    /// Member processes (tgids) at snapshot time.
+    pub pids: Vec<u32>,
+    pub mounts: Vec<MountInfo>,
+}
+
+/// A process alive at snapshot time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: KStr,
+    pub mnt_ns: MntNs,
+    pub cgroup: KStr,
+}
+
+/// The system's mount state at the start of a capture.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// CLOCK_MONOTONIC ns when it was taken.
+    pub ts_ns: u64,
+    pub host_ns: MntNs,
+    pub namespaces: Vec<NamespaceState>,
+    pub processes: Vec<ProcessState>,
+}
+
+/// A container known to a runtime, kept in the capture so replay needs no runtime.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    /// "docker" or "containerd/<namespace>".
+    pub runtime: String,
+    pub init_pid: u32,
+    pub mnt_ns: MntNs,
+    pub net_ns_inum: u32,
+    /// Mount sources and targets that belong to it: rootfs `merged`, shm, netns file, volumes.
+    pub mount_paths: Vec<String>,
+    pub cgroup: String,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_uid: Option<String>,
+}
+
+/// One item of the event stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    Snapshot(Snapshot),
+    Event(Event),
+    /// Events the ring buffer could not take.
+    Lost {
+        count: u64,
+        first_ts_ns: u64,
+        last_ts_ns: u64,
+    },
+    /// The kernel's view of one namespace's mounts at `ts_ns` (listmount/statmount), read by the
+    /// source when a namespace appears or after a mount the engine cannot place by path.
+    NamespaceMounts {
+        ts_ns: u64,
+        ns: MntNs,
+        mounts: Vec<MountInfo>,
+    },
+    Container(ContainerInfo),
+}
+
+/// Facts about the capture itself, from its header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureHeader {
+    pub format_version: u16,
+    pub kernel_release: String,
+    pub hostname: String,
+    /// Add to a kernel CLOCK_MONOTONIC timestamp to get Unix-epoch nanoseconds.
+    pub monotonic_to_wall_ns: i64,
+    /// Programs that could not be attached in the recording run (a degraded capture says so).
+    pub missing: Vec<String>,
+}
+
+impl CaptureHeader {
+    pub fn wall_ns(&self, ts_ns: u64) -> i64 {
+        ts_ns as i64 + self.monotonic_to_wall_ns
+    }
+}

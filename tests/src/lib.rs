@@ -1,0 +1,1 @@
+//! Shared helpers for the real-kernel integration tests.
