@@ -1,1 +1,108 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup|build|test|lint|demo|bench|fuzz|soak`.
+
+mod bench;
+mod demo;
+mod fuzz;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything the build and the tests need (idempotent; runs as root).
+    Setup,
+    /// Build the tracer (eBPF object included).
+    Build,
+    /// Set up, build, then run every test (the CI command).
+    Test,
+    /// fmt, clippy (workspace and the eBPF crate).
+    Lint,
+    /// Set up, build, and run the tracer on a built-in leak reproduction, then replay its capture.
+    Demo,
+    /// Overhead, loss ceiling, replay speed, capture size, RSS; writes target/bench/latest.json.
+    Bench(bench::BenchArgs),
+    /// Fuzz the capture reader.
+    Fuzz {
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::setup().map(|_| ()),
+        Task::Build => build(&setup::setup()?),
+        Task::Test => test(),
+        Task::Lint => lint(),
+        Task::Demo => demo::demo(),
+        Task::Bench(args) => bench::bench(&args),
+        Task::Fuzz { runs } => fuzz::fuzz(runs),
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Applies what setup found (the Debian-built eBPF object, if that way was taken) to a cargo command.
+fn with_toolchain(cmd: &mut Command, tc: &setup::Toolchain) {
+    if let Some(obj) = &tc.ebpf_object {
+        cmd.env("MNTLEAK_EBPF_OBJECT", obj);
+    }
+}
+
+pub fn build(tc: &setup::Toolchain) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "mntleak-user", "-p", "mntleak-tests", "--bins"]);
+    with_toolchain(&mut c, tc);
+    run(&mut c)
+}
+
+pub fn tracer_bin() -> PathBuf {
+    root().join("target/release/mntleak-trace")
+}
+
+fn test() -> anyhow::Result<()> {
+    let tc = setup::setup()?;
+    build(&tc)?;
+    let mut c = cargo();
+    // Tests share kernel state (mounts, namespaces, the docker daemon): one at a time.
+    c.args(["test", "--release", "--workspace", "--exclude", "mntleak-ebpf", "--no-fail-fast", "--", "--test-threads=1"])
+        .env("MNTLEAK_REQUIRE_BPF", "1")
+        .env("MNTLEAK_TRACE_BIN", tracer_bin());
+    with_toolchain(&mut c, &tc);
+    run(&mut c)
+}
+
+fn lint() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--exclude", "mntleak-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo()
+        .current_dir(root().join("mntleak-ebpf"))
+        .args(["+nightly", "clippy", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]))
+}

@@ -1,0 +1,67 @@
+//! Maps shared by all programs, and the two ways an event leaves the kernel.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel},
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+};
+use mntleak_common::{Event, LossInfo};
+
+/// Events to userspace. Userspace may resize it at load time (`map_max_entries("EVENTS", ..)`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Syscall enters waiting for their exit, by pid_tgid. LRU so that threads killed inside a
+/// syscall cannot fill it up.
+#[map]
+pub static PENDING: LruHashMap<u64, Event> = LruHashMap::with_max_entries(16384, 0);
+
+/// Events that could not be reserved in EVENTS.
+#[map]
+pub static LOSS: PerCpuArray<LossInfo> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch: an Event (728 bytes) does not fit on the 512-byte BPF stack.
+#[map]
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+/// Never written: copied over the scratch so that every byte of an event is defined.
+#[map]
+pub static ZERO: Array<Event> = Array::with_max_entries(1, 0);
+
+/// The per-CPU scratch event, zeroed.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Event> {
+    let ev = SCRATCH.get_ptr_mut(0)?;
+    let zero = ZERO.get_ptr(0)?;
+    // SAFETY: both pointers are map values of size_of::<Event>().
+    unsafe {
+        bpf_probe_read_kernel(
+            ev.cast(),
+            core::mem::size_of::<Event>() as u32,
+            zero.cast(),
+        );
+        Some(&mut *ev)
+    }
+}
+
+/// Send an event; count it as lost if the ring buffer is full.
+#[inline(always)]
+pub fn emit(ev: &Event) {
+    if EVENTS.output::<Event>(ev, 0).is_err() {
+        record_loss();
+    }
+}
+
+#[inline(always)]
+fn record_loss() {
+    if let Some(loss) = LOSS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        let loss = unsafe { &mut *loss };
+        let now = unsafe { bpf_ktime_get_ns() };
+        if loss.count == 0 {
+            loss.first_ts_ns = now;
+        }
+        loss.count += 1;
+        loss.last_ts_ns = now;
+    }
+}

@@ -1,0 +1,242 @@
+//! Live mode: the eBPF tracer as a source, optionally teeing every record to a capture, then the
+//! same pipeline as replay.
+
+use std::io::BufWriter;
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::capture::{CaptureWriter, RotateOptions};
+use crate::live::{LiveOptions, Tracer, monotonic_ns, monotonic_to_wall_ns};
+use crate::model::{CaptureHeader, ContainerInfo, Record};
+use crate::snapshot::{NamespaceWatcher, take_snapshot};
+
+use super::{EXIT_LEAK, Filter, LiveArgs, Pipeline};
+
+/// Records drained per wake-up: bounds the batch held in memory under a burst.
+const BATCH: usize = 4096;
+/// A capture is flushed at least this often, so a SIGKILL loses at most this much.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// After a focused container disappears, keep tracing this long for the runtime's cleanup calls.
+const REMOVAL_GRACE: Duration = Duration::from_millis(1500);
+
+struct RingFd(RawFd);
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+pub fn run(args: &LiveArgs) -> anyhow::Result<ExitCode> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "live tracing needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN); `mntleak-trace replay FILE` needs none"
+        );
+    }
+    if let Some(d) = args.duration {
+        if !(d.is_finite() && d > 0.0) {
+            bail!("--duration must be a positive number of seconds, not {d}");
+        }
+    }
+    let focus = args
+        .view
+        .containers
+        .iter()
+        .map(|q| crate::container::resolve(&args.runtime, q).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ring_bytes = u32::try_from(args.ring_size)
+        .ok()
+        .filter(|b| b.is_power_of_two() && *b >= 4096)
+        .with_context(|| {
+            format!("--ring-size {} must be a power of two between 4K and 2G", args.ring_size)
+        })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the event loop")?;
+    runtime.block_on(trace(args, focus, ring_bytes))
+}
+
+async fn trace(args: &LiveArgs, focus: Vec<ContainerInfo>, ring_bytes: u32) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut tracer = Tracer::attach(&LiveOptions { ring_bytes }).context("cannot attach the eBPF programs")?;
+    tracing::info!(attach_ms = started.elapsed().as_millis() as u64, "attached");
+    if !tracer.missing().is_empty() {
+        eprintln!("mntleak-trace: degraded run, cannot trace: {}", tracer.missing().join(", "));
+    }
+    let snapshot = take_snapshot(monotonic_ns()).context("cannot read the initial mount state")?;
+    let header = CaptureHeader {
+        format_version: crate::capture::FORMAT_VERSION,
+        kernel_release: kernel_release(),
+        hostname: hostname(),
+        monotonic_to_wall_ns: monotonic_to_wall_ns(),
+        missing: tracer.missing().to_vec(),
+    };
+    let mut writer = match &args.output {
+        Some(path) => Some(
+            CaptureWriter::create(
+                path,
+                &header,
+                RotateOptions { size: args.rotate_size, keep: args.rotate_keep },
+            )
+            .with_context(|| format!("cannot create capture {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let known = crate::container::list_containers(&args.runtime).unwrap_or_else(|e| {
+        tracing::warn!("cannot list containers: {e}");
+        Vec::new()
+    });
+    let stdout = std::io::stdout().lock();
+    let filter = Filter::new(&args.view, focus.clone());
+    let mut sink = Sink {
+        pipeline: Pipeline::new(header, filter, args.view.json, args.view.quiet, BufWriter::new(stdout)),
+        writer: writer.take(),
+        watcher: NamespaceWatcher::new(&snapshot),
+        write_error: None,
+    };
+    sink.feed(Record::Snapshot(snapshot))?;
+    for c in known {
+        sink.feed(Record::Container(c))?;
+    }
+
+    // Tests and wrappers wait for this line: from here on, every event is recorded.
+    eprintln!("mntleak-trace: tracing; Ctrl-C or SIGTERM ends the run with a summary");
+    let ring = AsyncFd::new(RingFd(tracer.ring_fd())).context("cannot poll the ring buffer")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_flush = Instant::now();
+    let mut last_runtime_check = Instant::now();
+    let mut removed_at: Option<Instant> = None;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            guard = ring.readable() => {
+                let mut guard = guard.context("ring buffer poll failed")?;
+                let n = tracer.drain(&mut batch, BATCH);
+                if n < BATCH {
+                    guard.clear_ready();
+                }
+                for rec in batch.drain(..) {
+                    sink.feed(rec)?;
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(lost) = tracer.take_losses() {
+                    sink.feed(lost)?;
+                }
+                if last_flush.elapsed() >= FLUSH_EVERY {
+                    sink.flush()?;
+                    last_flush = Instant::now();
+                }
+                if !focus.is_empty() && removed_at.is_none() && last_runtime_check.elapsed() >= Duration::from_secs(1) {
+                    last_runtime_check = Instant::now();
+                    if focus.iter().all(|c| !still_exists(args, c)) {
+                        removed_at = Some(Instant::now());
+                    }
+                }
+                if removed_at.is_some_and(|t| t.elapsed() >= REMOVAL_GRACE) {
+                    break;
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sleep_until(deadline) => break,
+        }
+    }
+    // Detach first, then take what is still in the ring.
+    while tracer.drain(&mut batch, BATCH) > 0 {
+        for rec in batch.drain(..) {
+            sink.feed(rec)?;
+        }
+    }
+    if let Some(lost) = tracer.take_losses() {
+        sink.feed(lost)?;
+    }
+    drop(ring);
+    drop(tracer);
+    sink.flush()?;
+    let outcome = sink.pipeline.finish().context("cannot write to stdout")?;
+    if let Some(e) = sink.write_error {
+        return Err(e);
+    }
+    Ok(if outcome.leaks > 0 { ExitCode::from(EXIT_LEAK) } else { ExitCode::SUCCESS })
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where every record goes: the capture first (nothing recorded is lost to a display error), then
+/// the namespace watcher (which may add facts), then the pipeline.
+struct Sink<W: std::io::Write> {
+    pipeline: Pipeline<W>,
+    writer: Option<CaptureWriter>,
+    watcher: NamespaceWatcher,
+    /// A capture write failure ends capturing but not the run: the verdict still prints.
+    write_error: Option<anyhow::Error>,
+}
+
+impl<W: std::io::Write> Sink<W> {
+    fn feed(&mut self, rec: Record) -> anyhow::Result<()> {
+        let fact = match &rec {
+            Record::Event(ev) => self.watcher.observe(ev, monotonic_ns()),
+            _ => None,
+        };
+        self.record(&rec)?;
+        if let Some(fact) = fact {
+            self.record(&fact)?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, rec: &Record) -> anyhow::Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = w.write(rec) {
+                self.stop_capture(e.into());
+            }
+        }
+        self.pipeline.handle(rec).context("cannot write to stdout")
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = w.flush() {
+                self.stop_capture(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_capture(&mut self, e: anyhow::Error) {
+        eprintln!("mntleak-trace: capture stopped: {e:#}");
+        self.writer = None;
+        self.write_error.get_or_insert(e.context("the capture is incomplete"));
+    }
+}
+
+fn still_exists(args: &LiveArgs, c: &ContainerInfo) -> bool {
+    match crate::container::list_containers(&args.runtime) {
+        Ok(all) => all.iter().any(|k| k.id == c.id),
+        // If the runtime cannot be asked, keep tracing: Ctrl-C still ends the run.
+        Err(_) => true,
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
