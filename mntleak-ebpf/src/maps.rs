@@ -16,6 +16,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 #[map]
 pub static PENDING: LruHashMap<u64, Event> = LruHashMap::with_max_entries(16384, 0);
 
+/// User string pointers to read at exit, by pid_tgid (see `syscalls::Retry`).
+#[map]
+pub static RETRY: LruHashMap<u64, [u64; 3]> = LruHashMap::with_max_entries(4096, 0);
+
 /// Events that could not be reserved in EVENTS.
 #[map]
 pub static LOSS: PerCpuArray<LossInfo> = PerCpuArray::with_max_entries(1, 0);
@@ -35,11 +39,7 @@ pub fn scratch() -> Option<&'static mut Event> {
     let zero = ZERO.get_ptr(0)?;
     // SAFETY: both pointers are map values of size_of::<Event>().
     unsafe {
-        bpf_probe_read_kernel(
-            ev.cast(),
-            core::mem::size_of::<Event>() as u32,
-            zero.cast(),
-        );
+        bpf_probe_read_kernel(ev.cast(), core::mem::size_of::<Event>() as u32, zero.cast());
         Some(&mut *ev)
     }
 }

@@ -1,8 +1,8 @@
 //! Reading who acted from a `task_struct`, with offsets that userspace computed from BTF.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-    bpf_ktime_get_ns, bpf_probe_read_kernel,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
 };
 use mntleak_common::{KernelOffsets, NsInfo, TaskInfo};
 

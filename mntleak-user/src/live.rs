@@ -1,1 +1,382 @@
-//! (being written)
+//! The live source: loads the eBPF programs, attaches them, and turns ring-buffer records into
+//! [`Record`]s. Root only.
+
+use std::{
+    os::fd::{AsRawFd, RawFd},
+    path::Path,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+};
+use mntleak_common::LossInfo;
+
+use crate::{
+    btf,
+    decode::{decode, wire_from_bytes},
+    model::{Action, KStr, Record},
+    uapi,
+};
+
+#[cfg(not(mntleak_no_ebpf))]
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mntleak"));
+/// Built with MNTLEAK_SKIP_EBPF=1: live mode reports that at run time.
+#[cfg(mntleak_no_ebpf)]
+static OBJECT: &[u8] = &[];
+
+/// Syscalls traced by a `sys_enter_<name>` program paired with the shared `sys_exit` program.
+/// `umount` is umount2's tracepoint.
+pub const SYSCALLS: &[&str] = &[
+    "mount",
+    "umount",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "unshare",
+    "setns",
+    "clone",
+    "clone3",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "pivot_root",
+    "chroot",
+];
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+#[derive(Clone, Copy, Debug)]
+pub struct LiveOptions {
+    /// Ring buffer size: a power of two, at least one page.
+    pub ring_bytes: u32,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(
+        "this mntleak was built without eBPF (MNTLEAK_SKIP_EBPF=1); rebuild without it for live tracing"
+    )]
+    BuiltWithoutEbpf,
+    #[error("live tracing needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs")]
+    NotRoot,
+    #[error(
+        "kernel BTF {0} is missing: live tracing needs a kernel built with CONFIG_DEBUG_INFO_BTF"
+    )]
+    NoBtf(&'static str),
+    #[error("tracefs is not mounted at {TRACEFS} and mounting it failed: {0}")]
+    Tracefs(std::io::Error),
+    #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
+    RingSize(u32),
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("no eBPF program could be attached (first failure: {0})")]
+    NothingAttached(String),
+}
+
+/// An attached tracer. Dropping it detaches every program.
+pub struct Tracer {
+    ring: RingBuf<MapData>,
+    loss: PerCpuArray<MapData, LossInfo>,
+    loss_prev: Vec<LossInfo>,
+    missing: Vec<String>,
+    own_pid: u32,
+    decode_errors: u64,
+    /// The aya-log reader, kept alive for the object's lifetime (boxed: its type names `log`).
+    _logger: Option<Box<dyn std::any::Any + Send>>,
+    // Owns the programs and their links; declared last so maps above drop first.
+    _ebpf: Ebpf,
+}
+
+fn mount_tracefs() -> Result<(), LiveError> {
+    if Path::new(TRACEFS).join("events/syscalls").exists()
+        || Path::new("/sys/kernel/debug/tracing/events/syscalls").exists()
+    {
+        return Ok(());
+    }
+    let r = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(LiveError::Tracefs(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn attach_tp(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<(), String> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .ok_or("program not in the object")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    if p.fd().is_err() {
+        p.load().map_err(|e| format!("load: {e}"))?;
+    }
+    p.attach(category, name)
+        .map_err(|e| format!("attach: {e}"))?;
+    Ok(())
+}
+
+impl Tracer {
+    pub fn attach(opts: &LiveOptions) -> Result<Tracer, LiveError> {
+        if OBJECT.is_empty() {
+            return Err(LiveError::BuiltWithoutEbpf);
+        }
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(LiveError::NotRoot);
+        }
+        if !Path::new(btf::VMLINUX).exists() {
+            return Err(LiveError::NoBtf(btf::VMLINUX));
+        }
+        if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < 4096 {
+            return Err(LiveError::RingSize(opts.ring_bytes));
+        }
+        mount_tracefs()?;
+        let offsets = btf::kernel_offsets()?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .override_global("OFFSETS", &offsets, true)
+            .load(OBJECT)?;
+        // The programs do not log today; a logger is kept if a future object does.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf)
+            .ok()
+            .map(|l| Box::new(l) as Box<dyn std::any::Any + Send>);
+
+        let mut missing = Vec::new();
+        let mut first_failure = None;
+        let mut note = |what: String, why: String, missing: &mut Vec<String>| {
+            tracing::warn!("cannot trace {what}: {why}");
+            first_failure.get_or_insert_with(|| format!("{what}: {why}"));
+            missing.push(what);
+        };
+        let mut attached = 0usize;
+        for sc in SYSCALLS {
+            let enter = format!("sys_enter_{sc}");
+            let exit = format!("sys_exit_{sc}");
+            if let Err(why) = attach_tp(&mut ebpf, &enter, "syscalls", &enter) {
+                note(format!("syscalls/{enter}"), why, &mut missing);
+                continue;
+            }
+            // Without its exit the enter's events would never be sent.
+            match attach_tp(&mut ebpf, "sys_exit", "syscalls", &exit) {
+                Ok(()) => attached += 1,
+                Err(why) => note(format!("syscalls/{exit}"), why, &mut missing),
+            }
+        }
+        for tp in ["sched_process_exec", "sched_process_exit"] {
+            match attach_tp(&mut ebpf, tp, "sched", tp) {
+                Ok(()) => attached += 1,
+                Err(why) => note(format!("sched/{tp}"), why, &mut missing),
+            }
+        }
+        let fork = (|| -> Result<(), String> {
+            let kbtf = aya::Btf::from_sys_fs().map_err(|e| format!("btf: {e}"))?;
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut("sched_process_fork")
+                .ok_or("program not in the object")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            p.load("sched_process_fork", &kbtf)
+                .map_err(|e| format!("load: {e}"))?;
+            p.attach().map_err(|e| format!("attach: {e}"))?;
+            Ok(())
+        })();
+        match fork {
+            Ok(()) => attached += 1,
+            Err(why) => note("tp_btf/sched_process_fork".into(), why, &mut missing),
+        }
+        if attached == 0 {
+            return Err(LiveError::NothingAttached(
+                first_failure.unwrap_or_else(|| "unknown".into()),
+            ));
+        }
+
+        let ring = ebpf
+            .take_map("EVENTS")
+            .ok_or(LiveError::Map {
+                name: "EVENTS",
+                source: aya::maps::MapError::InvalidName {
+                    name: "EVENTS".into(),
+                },
+            })
+            .and_then(|m| {
+                RingBuf::try_from(m).map_err(|source| LiveError::Map {
+                    name: "EVENTS",
+                    source,
+                })
+            })?;
+        let loss = ebpf
+            .take_map("LOSS")
+            .ok_or(LiveError::Map {
+                name: "LOSS",
+                source: aya::maps::MapError::InvalidName {
+                    name: "LOSS".into(),
+                },
+            })
+            .and_then(|m| {
+                PerCpuArray::try_from(m).map_err(|source| LiveError::Map {
+                    name: "LOSS",
+                    source,
+                })
+            })?;
+        Ok(Tracer {
+            ring,
+            loss,
+            loss_prev: Vec::new(),
+            missing,
+            own_pid: std::process::id(),
+            decode_errors: 0,
+            _logger: logger,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// What this run cannot trace (`category/tracepoint`); empty when fully attached.
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// Becomes readable when events are waiting (for `tokio::io::unix::AsyncFd`).
+    pub fn ring_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// Records the ring buffer delivered but that could not be decoded (a bug if non-zero).
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// Moves up to `max` ring-buffer records into `out` as `Record::Event`s; returns how many were
+    /// added. Events of this process are skipped.
+    pub fn drain(&mut self, out: &mut Vec<Record>, max: usize) -> usize {
+        let mut added = 0;
+        for _ in 0..max {
+            let Some(item) = self.ring.next() else {
+                break;
+            };
+            let raw = wire_from_bytes(&item);
+            drop(item);
+            let Some(raw) = raw else {
+                self.decode_errors += 1;
+                continue;
+            };
+            if raw.task.tgid == self.own_pid {
+                continue;
+            }
+            match decode(&raw) {
+                Ok(mut ev) => {
+                    ev.dir = resolve_dir(&ev.action, ev.task.tid);
+                    out.push(Record::Event(ev));
+                    added += 1;
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    tracing::warn!("undecodable event from the kernel: {e}");
+                }
+            }
+        }
+        added
+    }
+
+    /// Events lost (ring buffer full) since the previous call, summed over CPUs. `first_ts_ns` is
+    /// the first loss on a CPU that had none before, else that CPU's previous last loss (a lower
+    /// bound); `last_ts_ns` is exact.
+    pub fn take_losses(&mut self) -> Option<Record> {
+        let values = self.loss.get(&0, 0).ok()?;
+        let (mut count, mut first, mut last) = (0u64, u64::MAX, 0u64);
+        let mut now = Vec::with_capacity(values.len());
+        for (cpu, v) in values.iter().enumerate() {
+            let prev = self.loss_prev.get(cpu).copied().unwrap_or_default();
+            if v.count > prev.count {
+                count += v.count - prev.count;
+                first = first.min(if prev.count == 0 {
+                    v.first_ts_ns
+                } else {
+                    prev.last_ts_ns
+                });
+                last = last.max(v.last_ts_ns);
+            }
+            now.push(*v);
+        }
+        self.loss_prev = now;
+        (count > 0).then_some(Record::Lost {
+            count,
+            first_ts_ns: first,
+            last_ts_ns: last,
+        })
+    }
+}
+
+/// The directory a relative rmdir path was resolved against, read from /proc after the fact
+/// (the process may have moved or exited by then: `None`). Only for directory removals, the ones
+/// that can hit mountpoints, so that `rm -rf` of many files costs no extra syscalls.
+fn resolve_dir(action: &Action, tid: u32) -> Option<KStr> {
+    let Action::Unlink {
+        dirfd,
+        path,
+        rmdir: true,
+        ..
+    } = action
+    else {
+        return None;
+    };
+    if path.as_str().starts_with('/') {
+        return None;
+    }
+    let link = if *dirfd == uapi::AT_FDCWD {
+        format!("/proc/{tid}/cwd")
+    } else {
+        format!("/proc/{tid}/fd/{dirfd}")
+    };
+    let target = std::fs::read_link(link).ok()?;
+    Some(KStr::new(target.to_string_lossy()))
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // clock_gettime cannot fail for these clocks with a valid pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+/// Add to a kernel timestamp to get Unix-epoch nanoseconds.
+pub fn monotonic_to_wall_ns() -> i64 {
+    let m1 = clock_ns(libc::CLOCK_MONOTONIC);
+    let wall = clock_ns(libc::CLOCK_REALTIME);
+    let m2 = clock_ns(libc::CLOCK_MONOTONIC);
+    (wall - (m1 + m2) / 2) as i64
+}

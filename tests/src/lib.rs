@@ -254,3 +254,4 @@ pub fn mnt_ns_of(pid: u32) -> anyhow::Result<(u64, u64)> {
     let ns = mntleak::sys::nsfs::mnt_ns_of_path(Path::new(&path)).with_context(|| format!("ns id of {path}"))?;
     Ok((ino, ns.id))
 }
+pub mod docker;

@@ -135,6 +135,6 @@ fn private_copy_outliving_the_umount_is_a_leak_named_by_its_unshare() {
         .into_iter()
         .find(|f| f["kind"] == "leak" && f.to_string().contains(&format!("{d}/merged")))
         .unwrap_or_else(|| panic!("no leak for {d}/merged in {}", out.stdout));
-    assert_eq!(leak["leaking_event"]["syscall"], "unshare", "{leak}");
+    assert_eq!(leak["leaked_by"]["syscall"], "unshare", "{leak}");
     assert_eq!(out.status.code(), Some(1), "a leak sets exit status 1");
 }

@@ -1,2 +1,674 @@
-pub fn bench(_a: &BenchArgs) -> anyhow::Result<()> { anyhow::bail!("bench: being written") }
-#[derive(clap::Args)] pub struct BenchArgs {}
+//! `cargo xtask bench` and `cargo xtask soak`: every figure is a ratio or a count measured in one
+//! run, because these machines are noisy. Benchmarks are not tests: nothing here fails on a time.
+//!
+//! Workloads come from `mntleak-load` (tests/src/bin/mntleak-load.rs); the bpftrace baseline is
+//! `bench/overhead.bt`. Results: `target/bench/latest.json` and `target/bench/soak.json`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Use the binaries already built instead of building them first.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Only these parts: overhead, loss, replay, size, rss (comma-separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Iterations of the mount/bind/unshare/umount/unlinkat loop per timed run.
+    #[arg(long, default_value_t = 2000)]
+    pub iterations: u64,
+    /// Rounds of (untraced, mntleak, bpftrace), interleaved; the medians are compared.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: u32,
+    /// Aggregate event rates tried for the loss ceiling, ascending (events/s).
+    #[arg(long, value_delimiter = ',', default_value = "50000,100000,150000,200000,250000,300000,400000,500000")]
+    pub rates: Vec<u64>,
+    /// Seconds per rate step.
+    #[arg(long, default_value_t = 5.0)]
+    pub rate_seconds: f64,
+    /// Parallel workers pushing events.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// Events in the generated capture that replay reads.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub replay_events: u64,
+    /// Events pushed through the live tracer before its peak RSS is read.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub rss_events: u64,
+    /// Containers started for the capture-size figure (Docker); without Docker, seconds of churn.
+    #[arg(long, default_value_t = 30)]
+    pub containers: u32,
+    /// Run the soak for this many minutes instead of the benchmark (same as `cargo xtask soak`).
+    #[arg(long, value_name = "MINUTES")]
+    pub soak_minutes: Option<f64>,
+}
+
+/// Where the release binaries are (honours CARGO_TARGET_DIR, as cargo does).
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() { d } else { crate::root().join(d) }
+        }
+        None => crate::root().join("target"),
+    }
+}
+
+struct Bins {
+    trace: PathBuf,
+    load: PathBuf,
+}
+
+fn bins(no_build: bool) -> anyhow::Result<Bins> {
+    if !no_build {
+        crate::build(&crate::setup::setup()?)?;
+    }
+    let rel = target_dir().join("release");
+    let trace = std::env::var_os("MNTLEAK_TRACE_BIN").map_or_else(|| rel.join("mntleak-trace"), PathBuf::from);
+    let load = rel.join("mntleak-load");
+    for b in [&trace, &load] {
+        if !b.exists() {
+            bail!("{} is missing: build it with `cargo build --release -p mntleak-user -p mntleak-tests --bins`", b.display());
+        }
+    }
+    Ok(Bins { trace, load })
+}
+
+fn out_dir() -> anyhow::Result<PathBuf> {
+    let d = crate::root().join("target/bench");
+    std::fs::create_dir_all(d.join("tmp")).with_context(|| format!("mkdir {}", d.display()))?;
+    Ok(d)
+}
+
+/// Runs a workload of `mntleak-load` and returns the JSON it prints.
+fn load(bins: &Bins, args: &[&str]) -> anyhow::Result<Value> {
+    let out = Command::new(&bins.load)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", bins.load.display()))?;
+    if !out.status.success() {
+        bail!("mntleak-load {} failed: {}", args.join(" "), out.status);
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("mntleak-load {} printed no JSON", args.join(" ")))
+}
+
+fn num(v: &Value, key: &str) -> anyhow::Result<f64> {
+    v.get(key).and_then(Value::as_f64).with_context(|| format!("no number {key:?} in {v}"))
+}
+
+/// A running tracer (mntleak-trace or bpftrace) whose stdout goes to a file.
+struct Traced {
+    child: Child,
+    stdout: PathBuf,
+    attach: Duration,
+}
+
+impl Traced {
+    /// Starts `mntleak-trace args...` and waits for its `tracing;` line on stderr.
+    fn mntleak(bins: &Bins, args: &[&str], stdout: PathBuf) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let mut child = Command::new(&bins.trace)
+            .args(args)
+            .stdout(File::create(&stdout).with_context(|| format!("create {}", stdout.display()))?)
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bins.trace.display()))?;
+        let stderr = child.stderr.take().context("tracer stderr")?;
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining stderr for the whole run, so the tracer never blocks on it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("tracing;") {
+                    let _ = tx.send(());
+                } else {
+                    eprintln!("  [mntleak-trace] {line}");
+                }
+            }
+        });
+        let mut t = Self { child, stdout, attach: Duration::ZERO };
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) => break,
+                Err(_) if started.elapsed() > Duration::from_secs(60) => bail!("mntleak-trace did not attach within 60 s"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(st) = t.child.try_wait()? {
+                        bail!("mntleak-trace {} exited before tracing: {st}", args.join(" "));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let st = t.child.wait()?;
+                    bail!("mntleak-trace {} exited before tracing: {st}", args.join(" "));
+                }
+            }
+        }
+        t.attach = started.elapsed();
+        Ok(t)
+    }
+
+    /// Starts bpftrace on bench/overhead.bt and waits for its BEGIN line ("ready") in the output.
+    fn bpftrace(stdout: PathBuf) -> anyhow::Result<Self> {
+        let script = crate::root().join("bench/overhead.bt");
+        let started = Instant::now();
+        let child = Command::new("bpftrace")
+            .arg("-o")
+            .arg(&stdout)
+            .arg(&script)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start bpftrace (apt-get install bpftrace)")?;
+        let mut t = Self { child, stdout, attach: Duration::ZERO };
+        loop {
+            if std::fs::read(&t.stdout).is_ok_and(|b| b.windows(5).any(|w| w == b"ready")) {
+                break;
+            }
+            if let Some(st) = t.child.try_wait()? {
+                bail!("bpftrace {} exited before attaching: {st}", script.display());
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!("bpftrace did not attach within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t.attach = started.elapsed();
+        Ok(t)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT, then the exit (SIGKILL after two minutes); returns the last JSON line printed.
+    fn stop(mut self) -> anyhow::Result<Option<Value>> {
+        // Let the last events reach userspace first.
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("the tracer did not exit within 120 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        Ok(text.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()))
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A key anywhere in the JSON summary (`{"kind":"summary",...}` or `{"summary":{...}}`).
+fn find_key(v: &Value, key: &str) -> Option<Value> {
+    match v {
+        Value::Object(m) => m.get(key).cloned().or_else(|| m.values().find_map(|x| find_key(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+/// Lost and total events from a `--json` summary.
+fn summary_counts(summary: &Option<Value>) -> (Option<u64>, Option<u64>) {
+    let Some(s) = summary else { return (None, None) };
+    let lost = find_key(s, "lost").and_then(|v| v.as_u64());
+    let events = ["events", "total", "total_events"].iter().find_map(|k| match find_key(s, k) {
+        Some(Value::Number(n)) => n.as_u64(),
+        // Events by syscall: their sum.
+        Some(Value::Object(m)) => Some(m.values().filter_map(Value::as_u64).sum()),
+        _ => None,
+    });
+    (lost, events)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.trim_start_matches(':').trim().strip_suffix("kB")?.trim().parse().ok())
+        .with_context(|| format!("no {field} in {path}"))
+}
+
+fn sh_out(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()))
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().next()?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    json!({ "cpus": cpus, "model": model, "mem_bytes": mem_kb * 1024 })
+}
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(m) = args.soak_minutes {
+        return soak_for(Duration::from_secs_f64(m * 60.0), args.no_build);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark traces with eBPF and mounts in private namespaces: run it as root");
+    }
+    let bins = bins(args.no_build)?;
+    let dir = out_dir()?;
+    let want = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+    let mut attach_ms = Vec::new();
+    let mut details = serde_json::Map::new();
+    let mut result = serde_json::Map::new();
+
+    if want("overhead") {
+        let o = overhead(&bins, args, &dir, &mut attach_ms)?;
+        result.insert("overhead_ratio_mntleak".into(), o["ratio_mntleak"].clone());
+        result.insert("overhead_ratio_bpftrace".into(), o["ratio_bpftrace"].clone());
+        details.insert("overhead".into(), o);
+    }
+    if want("loss") {
+        let l = loss_ceiling(&bins, args, &dir, &mut attach_ms)?;
+        result.insert("zero_loss_events_per_sec".into(), l["zero_loss_events_per_sec"].clone());
+        details.insert("loss".into(), l);
+    }
+    if want("replay") {
+        let r = replay(&bins, args, &dir)?;
+        result.insert("replay_events_per_sec".into(), r["events_per_sec"].clone());
+        details.insert("replay".into(), r);
+    }
+    if want("size") {
+        let s = capture_size(&bins, args, &dir, &mut attach_ms)?;
+        result.insert("bytes_per_event".into(), s["bytes_per_event"].clone());
+        details.insert("capture_size".into(), s);
+    }
+    if want("rss") {
+        let rate = details
+            .get("loss")
+            .and_then(|l| l["zero_loss_events_per_sec"].as_f64())
+            .filter(|r| *r > 0.0)
+            .unwrap_or(150_000.0);
+        let r = peak_rss(&bins, args, &dir, rate, &mut attach_ms)?;
+        result.insert("peak_rss_bytes".into(), r["peak_rss_bytes"].clone());
+        details.insert("rss".into(), r);
+    }
+    let attach = median(&mut attach_ms);
+    result.insert("attach_ms".into(), if attach.is_finite() { json!(attach.round()) } else { Value::Null });
+    details.insert("attach_ms_samples".into(), json!(attach_ms));
+    result.insert("machine".into(), machine());
+    result.insert("kernel".into(), json!(sh_out("uname", &["-r"])));
+    result.insert("date".into(), json!(sh_out("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])));
+    result.insert("bpftrace".into(), json!(sh_out("bpftrace", &["--version"])));
+    result.insert("details".into(), Value::Object(details));
+    let result = Value::Object(result);
+    let path = dir.join("latest.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    print_table(&result);
+    println!("written to {}", path.display());
+    Ok(())
+}
+
+fn print_table(r: &Value) {
+    let f = |k: &str| match &r[k] {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if x.fract() == 0.0 { format!("{}", x as u64) } else { format!("{x:.3}") }
+        }
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    let rows = [
+        ("overhead ratio, mntleak (traced/untraced)", "overhead_ratio_mntleak", "<= 1.03"),
+        ("overhead ratio, bpftrace", "overhead_ratio_bpftrace", "-"),
+        ("zero-loss ceiling (events/s)", "zero_loss_events_per_sec", ">= 200000"),
+        ("replay (events/s)", "replay_events_per_sec", ">= 5000000"),
+        ("capture size (bytes/event)", "bytes_per_event", "<= 48"),
+        ("peak RSS (bytes)", "peak_rss_bytes", "<= 67108864"),
+        ("attach time (ms)", "attach_ms", "-"),
+    ];
+    println!();
+    println!("{:<44} {:>16}  target", "measure", "value");
+    for (label, key, target) in rows {
+        println!("{label:<44} {:>16}  {target}", f(key));
+    }
+    println!(
+        "machine: {} CPUs, {}; kernel {}; {}",
+        r["machine"]["cpus"],
+        r["machine"]["model"].as_str().unwrap_or("?"),
+        r["kernel"].as_str().unwrap_or("?"),
+        r["date"].as_str().unwrap_or("?")
+    );
+}
+
+/// 1. The mount loop untraced, under mntleak, under bpftrace: A B C A B C ..., medians compared.
+fn overhead(bins: &Bins, args: &BenchArgs, dir: &Path, attach_ms: &mut Vec<f64>) -> anyhow::Result<Value> {
+    let iters = args.iterations.to_string();
+    let run = |bins: &Bins| -> anyhow::Result<f64> {
+        num(&load(bins, &["overhead", "--iterations", &iters])?, "ns_per_iteration")
+    };
+    println!("overhead: {} rounds of {} iterations (untraced, mntleak, bpftrace)", args.rounds, args.iterations);
+    run(bins)?; // warm-up: page cache, slab caches
+    let (mut plain, mut mntleak, mut bpf) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut lost_mntleak, mut bt_lines) = (0u64, 0u64);
+    for round in 0..args.rounds {
+        plain.push(run(bins)?);
+
+        let t = Traced::mntleak(bins, &["--quiet", "--json"], dir.join("tmp/overhead-mntleak.out"))?;
+        attach_ms.push(t.attach.as_secs_f64() * 1e3);
+        mntleak.push(run(bins)?);
+        let (lost, _) = summary_counts(&t.stop()?);
+        lost_mntleak += lost.unwrap_or(0);
+
+        let out = dir.join("tmp/overhead-bpftrace.out");
+        let t = Traced::bpftrace(out.clone())?;
+        bpf.push(run(bins)?);
+        t.stop()?;
+        bt_lines += std::fs::read(&out).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64);
+        println!(
+            "  round {}: untraced {:.1} µs/iter, mntleak {:.1}, bpftrace {:.1}",
+            round + 1,
+            plain[plain.len() - 1] / 1e3,
+            mntleak[mntleak.len() - 1] / 1e3,
+            bpf[bpf.len() - 1] / 1e3
+        );
+    }
+    let samples = json!({ "untraced_ns_per_iter": plain, "mntleak_ns_per_iter": mntleak, "bpftrace_ns_per_iter": bpf });
+    let (p, m, b) = (median(&mut plain), median(&mut mntleak), median(&mut bpf));
+    let (rm, rb) = (m / p, b / p);
+    Ok(json!({
+        "iterations": args.iterations,
+        "rounds": args.rounds,
+        "median_ns_per_iter": { "untraced": p, "mntleak": m, "bpftrace": b },
+        "ratio_mntleak": (rm * 1e4).round() / 1e4,
+        "ratio_bpftrace": (rb * 1e4).round() / 1e4,
+        // mntleak's added cost as a share of bpftrace's (target: at most 0.5).
+        "added_overhead_vs_bpftrace": if rb > 1.0 { json!(((rm - 1.0) / (rb - 1.0) * 1e3).round() / 1e3) } else { Value::Null },
+        "mntleak_lost": lost_mntleak,
+        "bpftrace_lines": bt_lines,
+        "samples": samples,
+    }))
+}
+
+/// 2. Paced load at increasing rates; the highest achieved rate with nothing lost.
+fn loss_ceiling(bins: &Bins, args: &BenchArgs, dir: &Path, attach_ms: &mut Vec<f64>) -> anyhow::Result<Value> {
+    let mut steps = Vec::new();
+    let mut ceiling = 0.0f64;
+    let mut first_loss = Value::Null;
+    let workers = args.workers.to_string();
+    let secs = args.rate_seconds.to_string();
+    println!("loss ceiling: {} workers, {} s per rate", args.workers, args.rate_seconds);
+    for &rate in &args.rates {
+        let t = Traced::mntleak(bins, &["--quiet", "--json"], dir.join("tmp/loss.out"))?;
+        attach_ms.push(t.attach.as_secs_f64() * 1e3);
+        let l = load(bins, &["rate", "--workers", &workers, "--rate", &rate.to_string(), "--seconds", &secs])?;
+        let summary = t.stop()?;
+        let (lost, seen) = summary_counts(&summary);
+        let achieved = num(&l, "events_per_sec")?;
+        let lost = lost.with_context(|| format!("no lost count in the tracer's summary: {summary:?}"))?;
+        println!("  {rate:>7}/s requested: {achieved:>9.0}/s achieved, {lost} lost, {seen:?} seen");
+        steps.push(json!({ "requested": rate, "achieved": achieved.round(), "events": l["events"], "lost": lost, "seen": seen }));
+        if lost == 0 {
+            ceiling = ceiling.max(achieved);
+        } else {
+            first_loss = json!({ "requested": rate, "achieved": achieved.round(), "lost": lost, "events": l["events"] });
+            break;
+        }
+        // The load generator itself saturated the CPUs: higher requests measure nothing new.
+        if achieved < 0.9 * rate as f64 {
+            println!("  the load cannot go faster on this machine; stopping the search");
+            break;
+        }
+    }
+    Ok(json!({
+        "workers": args.workers,
+        "seconds_per_step": args.rate_seconds,
+        "zero_loss_events_per_sec": ceiling.round(),
+        "first_loss": first_loss,
+        "steps": steps,
+    }))
+}
+
+/// 3. A generated capture of container churn through `mntleak-trace replay --quiet`.
+fn replay(bins: &Bins, args: &BenchArgs, dir: &Path) -> anyhow::Result<Value> {
+    let cap = dir.join("tmp/replay.mntcap");
+    let n = args.replay_events.to_string();
+    println!("replay: generating {} events", args.replay_events);
+    let g = load(bins, &["gen-capture", "--events", &n, "--out", cap.to_str().context("non-UTF-8 path")?])?;
+    let out = dir.join("tmp/replay.out");
+    let started = Instant::now();
+    let status = Command::new(&bins.trace)
+        .args(["replay", "--quiet", "--json"])
+        .arg(&cap)
+        .stdout(File::create(&out).with_context(|| format!("create {}", out.display()))?)
+        .status()
+        .with_context(|| format!("cannot run {}", bins.trace.display()))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Exit 1 means a leak was reported, which synthetic churn may well contain; 2 is a failure.
+    if status.code() != Some(0) && status.code() != Some(1) {
+        bail!("mntleak-trace replay {} failed: {status}", cap.display());
+    }
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let (_, seen) = summary_counts(&text.lines().rev().find_map(|l| serde_json::from_str(l).ok()));
+    let events = num(&g, "events")?;
+    let rate = events / elapsed;
+    println!("  {events} events in {elapsed:.2} s: {rate:.0} events/s");
+    let _ = std::fs::remove_file(&cap);
+    Ok(json!({
+        "events": events,
+        "capture_bytes": g["bytes"],
+        "seconds": (elapsed * 1e3).round() / 1e3,
+        "events_per_sec": rate.round(),
+        "seen": seen,
+    }))
+}
+
+fn docker_ready() -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", "mntleak-busybox:latest"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// 4. Capture size per event while containers start and stop (or the mount churn without Docker).
+fn capture_size(bins: &Bins, args: &BenchArgs, dir: &Path, attach_ms: &mut Vec<f64>) -> anyhow::Result<Value> {
+    let capdir = dir.join("tmp/size");
+    let _ = std::fs::remove_dir_all(&capdir);
+    std::fs::create_dir_all(&capdir).with_context(|| format!("mkdir {}", capdir.display()))?;
+    let cap = capdir.join("size.mntcap");
+    let cap_s = cap.to_str().context("non-UTF-8 path")?;
+    let t = Traced::mntleak(bins, &["--quiet", "--json", "--output", cap_s], dir.join("tmp/size.out"))?;
+    attach_ms.push(t.attach.as_secs_f64() * 1e3);
+    let workload = if docker_ready() {
+        println!("capture size: {} docker containers", args.containers);
+        for i in 0..args.containers {
+            let st = Command::new("docker")
+                .args(["run", "--rm", "--network", "none", "mntleak-busybox:latest", "true"])
+                .stdout(Stdio::null())
+                .status()
+                .context("cannot run docker")?;
+            if !st.success() {
+                bail!("docker run #{i} failed: {st}");
+            }
+        }
+        format!("{} x docker run --rm --network none mntleak-busybox:latest true", args.containers)
+    } else {
+        println!("capture size: no Docker image mntleak-busybox:latest; mount churn for {} s", args.containers);
+        load(bins, &["churn", "--seconds", &args.containers.to_string()])?;
+        format!("mntleak-load churn --seconds {}", args.containers)
+    };
+    let summary = t.stop()?;
+    let (lost, events) = summary_counts(&summary);
+    let events = events.with_context(|| format!("no event count in the tracer's summary: {summary:?}"))?;
+    let bytes: u64 = std::fs::read_dir(&capdir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let per = bytes as f64 / events.max(1) as f64;
+    println!("  {bytes} bytes for {events} events: {per:.1} bytes/event");
+    Ok(json!({
+        "workload": workload,
+        "bytes": bytes,
+        "events": events,
+        "lost": lost,
+        "bytes_per_event": (per * 10.0).round() / 10.0,
+    }))
+}
+
+/// 5. Peak RSS of the live tracer after `rss_events` events, read before it exits.
+fn peak_rss(bins: &Bins, args: &BenchArgs, dir: &Path, rate: f64, attach_ms: &mut Vec<f64>) -> anyhow::Result<Value> {
+    println!("peak RSS: {} events at {rate:.0}/s", args.rss_events);
+    let t = Traced::mntleak(bins, &["--quiet", "--json"], dir.join("tmp/rss.out"))?;
+    attach_ms.push(t.attach.as_secs_f64() * 1e3);
+    let l = load(
+        bins,
+        &[
+            "rate",
+            "--workers",
+            &args.workers.to_string(),
+            "--rate",
+            &format!("{}", rate.round() as u64),
+            "--events",
+            &args.rss_events.to_string(),
+        ],
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let hwm = status_kb(t.pid(), "VmHWM")? * 1024;
+    let rss = status_kb(t.pid(), "VmRSS")? * 1024;
+    let (lost, seen) = summary_counts(&t.stop()?);
+    println!("  VmHWM {} MiB, VmRSS {} MiB, {seen:?} events seen, {lost:?} lost", hwm >> 20, rss >> 20);
+    Ok(json!({ "events": l["events"], "seen": seen, "lost": lost, "peak_rss_bytes": hwm, "rss_bytes_at_end": rss }))
+}
+
+/// `cargo xtask soak`: the tracer with a rotated capture for `minutes` under container-like churn
+/// (namespaces created and destroyed, mounts, unlinks); RSS sampled every 10 s into
+/// target/bench/soak.json, with the slope of the second half.
+pub fn soak(minutes: u64) -> anyhow::Result<()> {
+    soak_for(Duration::from_secs(minutes * 60), false)
+}
+
+fn soak_for(length: Duration, no_build: bool) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the soak traces with eBPF: run it as root");
+    }
+    let bins = bins(no_build)?;
+    let dir = out_dir()?;
+    let capdir = dir.join("tmp/soak");
+    let _ = std::fs::remove_dir_all(&capdir);
+    std::fs::create_dir_all(&capdir).with_context(|| format!("mkdir {}", capdir.display()))?;
+    let cap = capdir.join("soak.mntcap");
+    let t = Traced::mntleak(
+        &bins,
+        &["--quiet", "--json", "--output", cap.to_str().context("non-UTF-8 path")?, "--rotate-size", "64M", "--rotate-keep", "2"],
+        dir.join("tmp/soak.out"),
+    )?;
+    println!("soak: {:.1} minutes of churn; RSS every 10 s", length.as_secs_f64() / 60.0);
+    let mut churn = Command::new(&bins.load)
+        .args(["churn", "--seconds", &length.as_secs_f64().to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start mntleak-load churn")?;
+    // A second, lighter churn of unlinks keeps events flowing while namespaces come and go.
+    let mut unlinks = Command::new(&bins.load)
+        .args(["rate", "--workers", "1", "--rate", "20000", "--seconds", &length.as_secs_f64().to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start mntleak-load rate")?;
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        let t_s = started.elapsed().as_secs_f64();
+        let rss = status_kb(t.pid(), "VmRSS")? * 1024;
+        println!("  {t_s:>6.0} s  RSS {:.1} MiB", rss as f64 / 1048576.0);
+        samples.push((t_s, rss as f64));
+        if churn.try_wait()?.is_some() && unlinks.try_wait()?.is_some() {
+            break;
+        }
+        if started.elapsed() > length + Duration::from_secs(60) {
+            bail!("the churn did not end on time");
+        }
+        let next = Duration::from_secs(10 * samples.len() as u64);
+        std::thread::sleep(next.saturating_sub(started.elapsed()));
+    }
+    let _ = churn.wait();
+    let _ = unlinks.wait();
+    let peak = status_kb(t.pid(), "VmHWM")? * 1024;
+    let (lost, events) = summary_counts(&t.stop()?);
+    // Least-squares slope over the second half: the first half includes warm-up growth.
+    let half = &samples[samples.len() / 2..];
+    let n = half.len() as f64;
+    let (mx, my) = (half.iter().map(|s| s.0).sum::<f64>() / n, half.iter().map(|s| s.1).sum::<f64>() / n);
+    let sxx: f64 = half.iter().map(|s| (s.0 - mx).powi(2)).sum();
+    let sxy: f64 = half.iter().map(|s| (s.0 - mx) * (s.1 - my)).sum();
+    let slope_per_min = if sxx > 0.0 { sxy / sxx * 60.0 } else { 0.0 };
+    // Flat: less than 1 MiB/hour of growth, or less than 2% of the RSS over the soak's length.
+    let minutes = length.as_secs_f64() / 60.0;
+    let flat = slope_per_min * 60.0 < 1048576.0 || slope_per_min * minutes < 0.02 * my;
+    let files = std::fs::read_dir(&capdir).map_or(0, |d| d.count());
+    let out = json!({
+        "minutes": minutes,
+        "samples": samples.iter().map(|(t, r)| json!({ "t_s": t.round(), "rss_bytes": *r as u64 })).collect::<Vec<_>>(),
+        "slope_bytes_per_min": slope_per_min.round(),
+        "flat": flat,
+        "peak_rss_bytes": peak,
+        "events": events,
+        "lost": lost,
+        "capture_files": files,
+        "kernel": sh_out("uname", &["-r"]),
+        "machine": machine(),
+        "date": sh_out("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    });
+    let path = dir.join("soak.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n").with_context(|| format!("write {}", path.display()))?;
+    let _ = std::fs::remove_dir_all(&capdir);
+    println!(
+        "soak: RSS slope {:+.0} KiB/min over the second half, peak {:.1} MiB, {events:?} events, {lost:?} lost: {}",
+        slope_per_min / 1024.0,
+        peak as f64 / 1048576.0,
+        if flat { "flat" } else { "GROWING" }
+    );
+    println!("written to {}", path.display());
+    Ok(())
+}

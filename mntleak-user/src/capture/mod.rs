@@ -1,1 +1,693 @@
-//! (being written)
+//! The capture file: a versioned binary format of self-checking frames, its writer (bounded
+//! buffering, rotation) and its reader (a rotated set in order, stopping cleanly at a torn tail).
+//!
+//! Layout: `MNTLEAK\0`, format version (u16 LE), header length (u32 LE), header, CRC32 of
+//! version..header; then frames. A frame is a varint length of (type + payload), a type byte, the
+//! payload and a CRC32 (LE) of everything before it in the frame. See `wire.rs` for the payloads.
+
+mod wire;
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::model::{CaptureHeader, ContainerInfo, Record, Snapshot};
+
+pub use wire::{FORMAT_VERSION, MAGIC, MAX_FRAME};
+use wire::{Decoded, Decoder, Encoder, PREAMBLE, PREFIX_LEN};
+
+/// The writer flushes on its own beyond this much buffered data, so memory stays bounded.
+const MAX_BUFFER: usize = 1 << 20;
+/// How often `flush_if_due` writes: a SIGKILL loses at most this much.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// Containers re-emitted at the head of a rotated file; beyond this the oldest are dropped.
+const MAX_PREAMBLE_CONTAINERS: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{}: cannot {op}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error(
+        "{}: write failed at byte {offset}: {source}; {records} records were safely written before it",
+        path.display()
+    )]
+    Write {
+        path: PathBuf,
+        offset: u64,
+        records: u64,
+        source: io::Error,
+    },
+    #[error("{}: not an mntleak capture (bad magic at byte 0)", path.display())]
+    Foreign { path: PathBuf },
+    #[error(
+        "{}: capture format version {version} (byte 8) is newer than this mntleak reads ({FORMAT_VERSION}); upgrade mntleak",
+        path.display()
+    )]
+    NewerVersion { path: PathBuf, version: u16 },
+    #[error("{}: corrupt capture at byte {offset}: {what}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
+    #[error("{}: a {size}-byte record exceeds the frame limit of {MAX_FRAME} bytes", path.display())]
+    TooLarge { path: PathBuf, size: usize },
+    #[error("no capture files given")]
+    NoFiles,
+}
+
+/// When to start a new file. `size: None` never rotates; `keep: None` keeps every old file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RotateOptions {
+    pub size: Option<u64>,
+    pub keep: Option<u32>,
+}
+
+/// `path.N`: the N-th most recent rotated file.
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// The rotated set of `path` that exists on disk, oldest first (`path.K ... path.1 path`).
+pub fn rotated_set(path: &Path) -> Vec<PathBuf> {
+    let mut old = Vec::new();
+    let mut n = 1;
+    while rotated_path(path, n).exists() {
+        old.push(rotated_path(path, n));
+        n += 1;
+    }
+    old.reverse();
+    old.push(path.to_owned());
+    old
+}
+
+pub struct CaptureWriter {
+    path: PathBuf,
+    header: CaptureHeader,
+    rotate: RotateOptions,
+    file: Option<File>,
+    /// Whole frames not yet written.
+    buf: BytesMut,
+    enc: Encoder,
+    /// Bytes of the current file on disk.
+    file_len: u64,
+    /// Records on disk in all files of this run.
+    durable: u64,
+    /// Records in `buf`.
+    pending: u64,
+    last_flush: Instant,
+    /// What a rotated file starts with, so it replays alone.
+    snapshot: Option<Snapshot>,
+    containers: VecDeque<ContainerInfo>,
+    /// A failed write poisons the writer: later calls return the same story.
+    failed: Option<String>,
+}
+
+impl CaptureWriter {
+    /// Creates (or truncates) `path` with mode 0600 and writes the header.
+    pub fn create(
+        path: impl AsRef<Path>,
+        header: &CaptureHeader,
+        rotate: RotateOptions,
+    ) -> Result<Self, CaptureError> {
+        let path = path.as_ref().to_owned();
+        let mut w = Self {
+            path,
+            header: CaptureHeader {
+                format_version: FORMAT_VERSION,
+                ..header.clone()
+            },
+            rotate,
+            file: None,
+            buf: BytesMut::with_capacity(64 << 10),
+            enc: Encoder::default(),
+            file_len: 0,
+            durable: 0,
+            pending: 0,
+            last_flush: Instant::now(),
+            snapshot: None,
+            containers: VecDeque::new(),
+            failed: None,
+        };
+        w.open_file()?;
+        Ok(w)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records written to disk so far (all files).
+    pub fn records_written(&self) -> u64 {
+        self.durable
+    }
+
+    fn open_file(&mut self) -> Result<(), CaptureError> {
+        let io_err = |op, source| CaptureError::Io {
+            path: self.path.clone(),
+            op,
+            source,
+        };
+        // O_NOFOLLOW: never write through a planted symlink; fchmod: a pre-existing file keeps
+        // its old mode on O_TRUNC, so set it explicitly.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| io_err("create the capture file", e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_err("set mode 0600 on the capture file", e))?;
+        self.file = Some(file);
+        self.file_len = 0;
+        self.enc.reset();
+        self.buf.clear();
+        self.buf
+            .extend_from_slice(&wire::encode_header(&self.header, FORMAT_VERSION));
+        let preamble: Vec<Record> = self
+            .snapshot
+            .iter()
+            .map(|s| Record::Snapshot(s.clone()))
+            .chain(self.containers.iter().map(|c| Record::Container(c.clone())))
+            .collect();
+        for rec in &preamble {
+            self.enc.encode(rec, true, &mut self.buf);
+        }
+        // Preamble records are copies, not new records: they do not count.
+        self.write_buf(0)
+    }
+
+    /// Replaces the snapshot that a rotated file starts with (the caller's current view).
+    pub fn set_snapshot(&mut self, snapshot: Snapshot) {
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Buffers one record; writes when the buffer is full and rotates when the file is too big.
+    pub fn write(&mut self, rec: &Record) -> Result<(), CaptureError> {
+        self.check_failed()?;
+        match rec {
+            Record::Snapshot(s) => self.snapshot = Some(s.clone()),
+            Record::Container(c) => {
+                self.containers.retain(|k| k.id != c.id);
+                if self.containers.len() >= MAX_PREAMBLE_CONTAINERS {
+                    self.containers.pop_front();
+                }
+                self.containers.push_back(c.clone());
+            }
+            _ => {}
+        }
+        let before = self.buf.len();
+        self.enc.encode(rec, false, &mut self.buf);
+        let size = self.buf.len() - before;
+        if size > MAX_FRAME {
+            // Do not write a frame no reader would accept; its dictionary entries are harmless.
+            self.buf.truncate(before);
+            return Err(CaptureError::TooLarge {
+                path: self.path.clone(),
+                size,
+            });
+        }
+        self.pending += 1;
+        if let Some(limit) = self.rotate.size
+            && self.file_len + self.buf.len() as u64 >= limit
+        {
+            self.flush()?;
+            return self.rotate_now();
+        }
+        if self.buf.len() >= MAX_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes every buffered whole frame.
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        self.check_failed()?;
+        let n = self.pending;
+        self.write_buf(n)?;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Flushes if `FLUSH_INTERVAL` has passed since the last flush; says whether it did.
+    pub fn flush_if_due(&mut self, now: Instant) -> Result<bool, CaptureError> {
+        if now.duration_since(self.last_flush) >= FLUSH_INTERVAL {
+            self.flush()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Flushes and syncs to disk; the end of a clean run.
+    pub fn finish(mut self) -> Result<u64, CaptureError> {
+        self.flush()?;
+        if let Some(f) = &self.file {
+            f.sync_all().map_err(|e| CaptureError::Io {
+                path: self.path.clone(),
+                op: "sync the capture file",
+                source: e,
+            })?;
+        }
+        Ok(self.durable)
+    }
+
+    fn check_failed(&self) -> Result<(), CaptureError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(msg) => Err(CaptureError::Write {
+                path: self.path.clone(),
+                offset: self.file_len,
+                records: self.durable,
+                source: io::Error::other(msg.clone()),
+            }),
+        }
+    }
+
+    fn write_buf(&mut self, records: u64) -> Result<(), CaptureError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = self.file.as_mut().expect("capture file is open");
+        match file.write_all(&self.buf) {
+            Ok(()) => {
+                self.file_len += self.buf.len() as u64;
+                self.durable += records;
+                self.pending -= records;
+                self.buf.clear();
+                Ok(())
+            }
+            Err(e) => {
+                // Cut the file back to the last whole flush, so it ends on a frame boundary
+                // (the reader copes with a torn tail anyway, so a failure here is harmless).
+                let _ = file.set_len(self.file_len);
+                self.failed = Some(e.to_string());
+                self.buf.clear();
+                Err(CaptureError::Write {
+                    path: self.path.clone(),
+                    offset: self.file_len,
+                    records: self.durable,
+                    source: e,
+                })
+            }
+        }
+    }
+
+    fn rotate_now(&mut self) -> Result<(), CaptureError> {
+        self.file = None;
+        let ren = |from: &Path, to: &Path| {
+            std::fs::rename(from, to).map_err(|e| CaptureError::Io {
+                path: from.to_owned(),
+                op: "rotate the capture file",
+                source: e,
+            })
+        };
+        let mut highest = 0;
+        while rotated_path(&self.path, highest + 1).exists() {
+            highest += 1;
+        }
+        for n in (1..=highest).rev() {
+            let from = rotated_path(&self.path, n);
+            if self.rotate.keep.is_some_and(|k| n >= k) {
+                let _ = std::fs::remove_file(&from);
+            } else {
+                ren(&from, &rotated_path(&self.path, n + 1))?;
+            }
+        }
+        if self.rotate.keep == Some(0) {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            ren(&self.path.clone(), &rotated_path(&self.path, 1))?;
+        }
+        self.open_file()
+    }
+}
+
+impl Drop for CaptureWriter {
+    fn drop(&mut self) {
+        if self.failed.is_none() && self.file.is_some() {
+            let _ = self.flush();
+        }
+    }
+}
+
+/// One open file of the set being read.
+struct Source {
+    path: PathBuf,
+    src: Box<dyn Read>,
+    buf: Vec<u8>,
+    pos: usize,
+    /// File offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+    chunk: usize,
+    dec: Decoder,
+    /// Skip preamble records (every file of a set but the first).
+    skip_preamble: bool,
+}
+
+impl Source {
+    fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    /// Makes at least `n` bytes available after `pos`, unless the file ends first.
+    fn fill(&mut self, n: usize) -> Result<bool, CaptureError> {
+        while self.buf.len() - self.pos < n {
+            if self.eof {
+                return Ok(false);
+            }
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.base += self.pos as u64;
+                self.pos = 0;
+            }
+            // Small reads first (tiny inputs stay cheap), growing to 256 KiB for big files.
+            let want = (n - self.buf.len()).max(self.chunk);
+            self.chunk = (self.chunk * 2).min(256 << 10);
+            let old = self.buf.len();
+            self.buf.resize(old + want, 0);
+            let got = loop {
+                match self.src.read(&mut self.buf[old..]) {
+                    Ok(g) => break g,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.buf.truncate(old);
+                        return Err(CaptureError::Io {
+                            path: self.path.clone(),
+                            op: "read the capture file",
+                            source: e,
+                        });
+                    }
+                }
+            };
+            self.buf.truncate(old + got);
+            if got == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(true)
+    }
+
+    fn corrupt(&self, offset: u64, what: impl Into<String>) -> CaptureError {
+        CaptureError::Corrupt {
+            path: self.path.clone(),
+            offset,
+            what: what.into(),
+        }
+    }
+
+    /// Reads and checks the file prefix.
+    fn header(&mut self) -> Result<CaptureHeader, CaptureError> {
+        if !self.fill(8)? || self.buf[..8] != MAGIC {
+            if self.buf.is_empty() {
+                return Err(self.corrupt(0, "the file is empty"));
+            }
+            if self.buf.len() < 8 && MAGIC.starts_with(&self.buf) && !self.buf.is_empty() {
+                return Err(self.corrupt(self.buf.len() as u64, "the file ends inside the header"));
+            }
+            return Err(CaptureError::Foreign {
+                path: self.path.clone(),
+            });
+        }
+        if !self.fill(PREFIX_LEN)? {
+            return Err(self.corrupt(self.buf.len() as u64, "the file ends inside the header"));
+        }
+        let version = u16::from_le_bytes([self.buf[8], self.buf[9]]);
+        if version > FORMAT_VERSION {
+            return Err(CaptureError::NewerVersion {
+                path: self.path.clone(),
+                version,
+            });
+        }
+        if version == 0 {
+            return Err(self.corrupt(8, "format version 0"));
+        }
+        let len = u32::from_le_bytes([self.buf[10], self.buf[11], self.buf[12], self.buf[13]]);
+        let len = len as usize;
+        if len > wire::MAX_HEADER {
+            return Err(self.corrupt(10, format!("header length {len} is implausible")));
+        }
+        if !self.fill(PREFIX_LEN + len + 4)? {
+            return Err(self.corrupt(self.buf.len() as u64, "the file ends inside the header"));
+        }
+        let end = PREFIX_LEN + len;
+        let crc = u32::from_le_bytes(self.buf[end..end + 4].try_into().expect("4 bytes"));
+        if crc32fast::hash(&self.buf[8..end]) != crc {
+            return Err(self.corrupt(end as u64, "header checksum mismatch"));
+        }
+        let h = wire::decode_header_body(&self.buf[PREFIX_LEN..end], version)
+            .map_err(|e| self.corrupt(PREFIX_LEN as u64, format!("header: {e}")))?;
+        self.pos = end + 4;
+        Ok(h)
+    }
+
+    /// The next record of this file, its clean end, or where it ends inside a frame.
+    fn next(&mut self) -> Result<Next, CaptureError> {
+        loop {
+            let start = self.offset();
+            if !self.fill(1)? {
+                return Ok(Next::End);
+            }
+            let (len, vlen) = loop {
+                let avail = &self.buf[self.pos..];
+                match wire::parse_varint(avail) {
+                    Ok(Some(v)) => break v,
+                    Ok(None) => {
+                        let have = avail.len();
+                        if !self.fill(have + 1)? {
+                            return Ok(Next::Torn(start));
+                        }
+                    }
+                    Err(e) => return Err(self.corrupt(start, e)),
+                }
+            };
+            if len < 1 || len > MAX_FRAME as u64 {
+                return Err(self.corrupt(start, format!("frame length {len} is implausible")));
+            }
+            let total = vlen + len as usize + 4;
+            if !self.fill(total)? {
+                return Ok(Next::Torn(start));
+            }
+            let frame = &self.buf[self.pos..self.pos + total];
+            let crc = u32::from_le_bytes(frame[total - 4..].try_into().expect("4 bytes"));
+            if crc32fast::hash(&frame[..total - 4]) != crc {
+                return Err(self.corrupt(start, "frame checksum mismatch"));
+            }
+            let ty = frame[vlen];
+            let body = &frame[vlen + 1..total - 4];
+            let decoded = self
+                .dec
+                .frame(ty, body)
+                .map_err(|e| CaptureError::Corrupt {
+                    path: self.path.clone(),
+                    offset: start,
+                    what: e,
+                })?;
+            self.pos += total;
+            match decoded {
+                Decoded::Internal => continue,
+                Decoded::Record(_) if self.skip_preamble && ty & PREAMBLE != 0 => continue,
+                Decoded::Record(r) => return Ok(Next::Record(r)),
+            }
+        }
+    }
+}
+
+enum Next {
+    Record(Record),
+    End,
+    /// The file ends inside the frame starting at this offset.
+    Torn(u64),
+}
+
+/// Reads a capture, or a rotated set oldest first, as one stream of records.
+pub struct CaptureReader {
+    header: CaptureHeader,
+    cur: Option<Source>,
+    rest: VecDeque<PathBuf>,
+    stopped: Option<(PathBuf, u64)>,
+    done: bool,
+}
+
+impl CaptureReader {
+    pub fn open(paths: &[PathBuf]) -> Result<Self, CaptureError> {
+        let (first, rest) = paths.split_first().ok_or(CaptureError::NoFiles)?;
+        let mut src = open_source(first, false)?;
+        let header = src.header()?;
+        Ok(Self {
+            header,
+            cur: Some(src),
+            rest: rest.iter().cloned().collect(),
+            stopped: None,
+            done: false,
+        })
+    }
+
+    /// A capture held in memory (tests, the fuzzer); `name` is used in errors.
+    pub fn from_bytes(name: impl Into<PathBuf>, data: Vec<u8>) -> Result<Self, CaptureError> {
+        Self::from_reader(name, Box::new(io::Cursor::new(data)))
+    }
+
+    /// A capture from any byte stream; `name` is used in errors.
+    pub fn from_reader(name: impl Into<PathBuf>, r: Box<dyn Read>) -> Result<Self, CaptureError> {
+        let mut src = new_source(name.into(), r, false);
+        let header = src.header()?;
+        Ok(Self {
+            header,
+            cur: Some(src),
+            rest: VecDeque::new(),
+            stopped: None,
+            done: false,
+        })
+    }
+
+    pub fn header(&self) -> &CaptureHeader {
+        &self.header
+    }
+
+    /// Where reading stopped because a file ended inside a record (file, byte offset of that
+    /// record); `None` if every file ended cleanly (or reading is not finished).
+    pub fn stopped_at(&self) -> Option<(PathBuf, u64)> {
+        self.stopped.clone()
+    }
+
+    fn advance(&mut self) -> Result<Option<Record>, CaptureError> {
+        loop {
+            let Some(src) = self.cur.as_mut() else {
+                return Ok(None);
+            };
+            match src.next()? {
+                Next::Record(r) => return Ok(Some(r)),
+                Next::Torn(off) => {
+                    self.stopped = Some((src.path.clone(), off));
+                    self.cur = None;
+                    return Ok(None);
+                }
+                Next::End => {
+                    self.cur = None;
+                    if let Some(p) = self.rest.pop_front() {
+                        let mut s = open_source(&p, true)?;
+                        s.header()?;
+                        self.cur = Some(s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for CaptureReader {
+    type Item = Result<Record, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.advance() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                // One error ends the stream: what follows a corrupt frame cannot be trusted.
+                self.done = true;
+                self.cur = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+fn new_source(path: PathBuf, src: Box<dyn Read>, skip_preamble: bool) -> Source {
+    Source {
+        path,
+        src,
+        buf: Vec::new(),
+        pos: 0,
+        base: 0,
+        eof: false,
+        chunk: 4096,
+        dec: Decoder::default(),
+        skip_preamble,
+    }
+}
+
+fn open_source(path: &Path, skip_preamble: bool) -> Result<Source, CaptureError> {
+    let f = File::open(path).map_err(|e| CaptureError::Io {
+        path: path.to_owned(),
+        op: "open the capture",
+        source: e,
+    })?;
+    Ok(new_source(path.to_owned(), Box::new(f), skip_preamble))
+}
+
+/// Encodes records into an in-memory capture (tests, the fuzzer's seeds, benchmarks).
+pub fn encode_to_vec(header: &CaptureHeader, records: &[Record]) -> Vec<u8> {
+    let mut buf = wire::encode_header(header, FORMAT_VERSION);
+    let mut enc = Encoder::default();
+    for r in records {
+        enc.encode(r, false, &mut buf);
+    }
+    buf.to_vec()
+}
+
+/// Byte ranges of the frames in `data` (after the header), as far as they parse: `(start, end)`.
+/// For the fuzzer (structure-aware mutations) and tests.
+#[doc(hidden)]
+pub fn frame_spans(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    if data.len() < PREFIX_LEN {
+        return spans;
+    }
+    let hlen = u32::from_le_bytes([data[10], data[11], data[12], data[13]]) as usize;
+    let mut pos = PREFIX_LEN.saturating_add(hlen).saturating_add(4);
+    while pos < data.len() {
+        let Ok(Some((len, vlen))) = wire::parse_varint(&data[pos..]) else {
+            break;
+        };
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(vlen + l + 4))
+        else {
+            break;
+        };
+        if len == 0 || end > data.len() {
+            break;
+        }
+        spans.push((pos, end));
+        pos = end;
+    }
+    spans
+}
+
+/// Recomputes the CRC of every frame that parses, and of the header, so that mutations reach the
+/// decoders behind the checksums.
+#[doc(hidden)]
+pub fn fix_checksums(data: &mut [u8]) {
+    if data.len() >= PREFIX_LEN {
+        let hlen = u32::from_le_bytes([data[10], data[11], data[12], data[13]]) as usize;
+        let end = PREFIX_LEN.saturating_add(hlen);
+        if end.saturating_add(4) <= data.len() {
+            let crc = crc32fast::hash(&data[8..end]);
+            data[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+    for (s, e) in frame_spans(data) {
+        let crc = crc32fast::hash(&data[s..e - 4]);
+        data[e - 4..e].copy_from_slice(&crc.to_le_bytes());
+    }
+}

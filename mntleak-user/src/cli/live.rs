@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -107,7 +108,9 @@ async fn trace(args: &LiveArgs, focus: Vec<ContainerInfo>, ring_bytes: u32) -> a
 
     // Tests and wrappers wait for this line: from here on, every event is recorded.
     eprintln!("mntleak-trace: tracing; Ctrl-C or SIGTERM ends the run with a summary");
-    let ring = AsyncFd::new(RingFd(tracer.ring_fd())).context("cannot poll the ring buffer")?;
+    // SAFETY: the ring fd is owned by `tracer`, which is dropped only after `ring` (below).
+    let ring = unsafe { AsyncFd::register_with_interest(RingFd(tracer.ring_fd()), Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));

@@ -125,8 +125,7 @@ pub fn main() -> ExitCode {
         None => live::run(&cli.live),
         Some(Command::Replay(args)) => replay::run(args),
         Some(Command::Holders(args)) => {
-            let runtime = crate::container::RuntimeArgs::default();
-            crate::holders::run(args, &|q| match crate::container::resolve(&runtime, q) {
+            crate::holders::run(args, &|q| match crate::container::resolve(&args.runtime, q) {
                 Ok(c) => Ok(Some(c)),
                 Err(crate::container::ContainerError::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),

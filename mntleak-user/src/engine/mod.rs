@@ -1,1 +1,298 @@
-//! (being written)
+//! The pure reconstruction engine: applies the `Record` stream (snapshot first, then events and
+//! kernel facts) to a model of processes, mount namespaces and mount trees with their propagation,
+//! following the kernel's rules (man 7 mount_namespaces, Documentation/filesystems/
+//! sharedsubtree.rst), and raises `leak` / `at_risk` findings. No I/O, no clock, no /proc.
+
+mod paths;
+mod rules;
+mod state;
+mod verdict;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::model::{ContainerInfo, Record};
+pub use crate::report::finding::{Finding, FindingKind};
+use state::{Family, MKey, Mount, Ns, Proc};
+
+pub struct EngineConfig {
+    /// Containers to follow; empty follows every container-looking mount.
+    pub focus: Vec<ContainerInfo>,
+    /// Linux >= 3.18: unlink/rmdir of a mountpoint detaches the mounts on it in other namespaces.
+    pub detach_on_unlink: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            focus: Vec::new(),
+            detach_on_unlink: true,
+        }
+    }
+}
+
+/// One mount of the modelled table, as `mount_table` returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelMount {
+    pub mount_id: Option<u64>,
+    pub parent_mountpoint: Option<String>,
+    pub mountpoint: String,
+    pub root: String,
+    pub source: String,
+    pub fstype: String,
+    /// Model-internal peer group numbers (consistent within one engine, not the kernel's).
+    pub shared: Option<u32>,
+    pub master: Option<u32>,
+    pub unbindable: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    pub records: u64,
+    pub events: u64,
+    pub lost: u64,
+    pub processes: usize,
+    pub namespaces: usize,
+    pub mounts: usize,
+    pub families: usize,
+    pub peer_groups: usize,
+    pub open_leaks: usize,
+    pub resolved_leaks: usize,
+    pub at_risk: usize,
+}
+
+/// Resolved findings kept at most (oldest dropped), so a days-long run stays flat.
+const MAX_RESOLVED: usize = 4096;
+
+pub struct Engine {
+    cfg: EngineConfig,
+    containers: Vec<ContainerInfo>,
+    host_ns: u64,
+    // model
+    mounts: Vec<Option<Mount>>,
+    free: Vec<MKey>,
+    live_mounts: usize,
+    ns: HashMap<u64, Ns>,
+    procs: HashMap<u32, Proc>,
+    peers: HashMap<u32, Vec<MKey>>,
+    slaves: HashMap<u32, Vec<MKey>>,
+    next_group: u32,
+    next_fs: u64,
+    dev_fs: HashMap<(u32, u32), u64>,
+    dev_by_source: HashMap<String, u64>,
+    kgroups: HashMap<u32, u32>,
+    families: Vec<Option<Family>>,
+    fam_free: Vec<u32>,
+    /// Mountpoint dentry -> mounts on it (any namespace), for the unlink rule.
+    mp_index: HashMap<(u64, String), Vec<MKey>>,
+    /// Mountpoint basenames, so unlinks of ordinary files cost one hash lookup.
+    mp_base: HashMap<String, u32>,
+    /// Mount-namespace inode -> nsfs mounts pinning it.
+    nsfs_pins: HashMap<u32, u32>,
+    // per-event scratch
+    dirty: Vec<MKey>,
+    touched_families: Vec<u32>,
+    unpinned: Vec<u32>,
+    out: Vec<Finding>,
+    // findings
+    next_finding: u64,
+    leaks: HashMap<u64, Finding>,
+    leak_by_mount: HashMap<MKey, u64>,
+    at_risk: HashMap<MKey, Finding>,
+    resolved: VecDeque<Finding>,
+    recent_symptoms: VecDeque<crate::report::finding::Symptom>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            cfg: config,
+            containers: Vec::new(),
+            host_ns: 0,
+            mounts: Vec::new(),
+            free: Vec::new(),
+            live_mounts: 0,
+            ns: HashMap::new(),
+            procs: HashMap::new(),
+            peers: HashMap::new(),
+            slaves: HashMap::new(),
+            next_group: 0,
+            next_fs: 0,
+            dev_fs: HashMap::new(),
+            dev_by_source: HashMap::new(),
+            kgroups: HashMap::new(),
+            families: Vec::new(),
+            fam_free: Vec::new(),
+            mp_index: HashMap::new(),
+            mp_base: HashMap::new(),
+            nsfs_pins: HashMap::new(),
+            dirty: Vec::new(),
+            touched_families: Vec::new(),
+            unpinned: Vec::new(),
+            out: Vec::new(),
+            next_finding: 0,
+            leaks: HashMap::new(),
+            leak_by_mount: HashMap::new(),
+            at_risk: HashMap::new(),
+            resolved: VecDeque::new(),
+            recent_symptoms: VecDeque::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Apply one record; returns findings raised or changed by it.
+    pub fn apply(&mut self, rec: &Record) -> Vec<Finding> {
+        self.stats.records += 1;
+        match rec {
+            Record::Snapshot(s) => self.apply_snapshot(s),
+            Record::Event(e) => {
+                self.stats.events += 1;
+                self.apply_event(e)
+            }
+            Record::Lost { count, .. } => self.stats.lost += count,
+            Record::NamespaceMounts { ns, mounts, .. } => self.apply_fact(*ns, mounts),
+            Record::Container(c) => self.containers.push(c.clone()),
+        }
+        self.after_record();
+        std::mem::take(&mut self.out)
+    }
+
+    /// End of stream: every leak (open and resolved) and the at-risk copies still alive.
+    pub fn finish(&mut self) -> Vec<Finding> {
+        let mut v: Vec<Finding> = self.resolved.iter().cloned().collect();
+        let mut open: Vec<Finding> = self.leaks.values().cloned().collect();
+        open.sort_by_key(|f| f.id);
+        v.extend(open);
+        let mut risk: Vec<Finding> = self.at_risk.values().cloned().collect();
+        risk.sort_by_key(|f| f.id);
+        v.extend(risk);
+        v
+    }
+
+    /// The modelled mount table of a namespace, parents before children.
+    pub fn mount_table(&self, ns_id: u64) -> Vec<ModelMount> {
+        self.ns_mounts(ns_id)
+            .into_iter()
+            .map(|k| {
+                let m = self.m(k);
+                ModelMount {
+                    mount_id: m.kernel_id,
+                    parent_mountpoint: m.parent.map(|p| self.m(p).mountpoint.clone()),
+                    mountpoint: m.mountpoint.clone(),
+                    root: m.root.clone(),
+                    source: m.source.clone(),
+                    fstype: m.fstype.clone(),
+                    shared: m.shared,
+                    master: m.master,
+                    unbindable: m.unbindable,
+                }
+            })
+            .collect()
+    }
+
+    /// Namespaces the model holds (alive), sorted.
+    pub fn namespaces(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.ns.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let mut s = self.stats.clone();
+        s.processes = self.procs.len();
+        s.namespaces = self.ns.len();
+        s.mounts = self.live_mounts;
+        s.families = self.families.len() - self.fam_free.len();
+        s.peer_groups = self.peers.len();
+        s.open_leaks = self.leaks.len();
+        s.resolved_leaks = self.resolved.len();
+        s.at_risk = self.at_risk.len();
+        s
+    }
+
+    fn looks_container(&self, path: &str, source: &str, fstype: &str) -> bool {
+        let in_focus = |p: &str| {
+            self.cfg.focus.iter().chain(self.containers.iter()).any(|c| {
+                c.mount_paths.iter().any(|fp| {
+                    !fp.is_empty()
+                        && (p == fp
+                            || paths::strip(p, fp).is_some()
+                            || source == fp)
+                })
+            })
+        };
+        if in_focus(path) {
+            return true;
+        }
+        if !self.cfg.focus.is_empty() {
+            return false;
+        }
+        fstype == "overlay"
+            || path.ends_with("/merged")
+            || path.ends_with("/shm")
+            || (fstype == "nsfs"
+                && (path.starts_with("/run/netns/")
+                    || path.starts_with("/var/run/netns/")
+                    || path.starts_with("/run/docker/netns/")))
+            || source.starts_with("/dev/loop")
+            || source.starts_with("/dev/mapper/")
+            || source.starts_with("/dev/rbd")
+            || source.starts_with("/dev/nbd")
+            || path.contains("/kubelet/pods/")
+            || path.starts_with("/var/lib/docker/")
+            || path.starts_with("/run/containerd/")
+            || path.starts_with("/var/lib/containerd/")
+    }
+
+    /// With a focus, leaks are only reported for the focused containers' mounts.
+    fn family_relevant(&self, f: &Family) -> bool {
+        self.cfg.focus.is_empty() || f.container_looking
+    }
+
+    fn after_record(&mut self) {
+        self.check_at_risk();
+        self.dirty.clear();
+        let unp = std::mem::take(&mut self.unpinned);
+        for inum in unp {
+            let ids: Vec<u64> = self
+                .ns
+                .iter()
+                .filter(|(_, n)| n.inum == inum && n.members.is_empty() && !n.members_unknown)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in ids {
+                self.kill_ns(id, None);
+            }
+        }
+        // Free families that lost every member (only those touched: O(1) per record).
+        let touched = std::mem::take(&mut self.touched_families);
+        for i in touched {
+            if self.families[i as usize]
+                .as_ref()
+                .is_some_and(|f| f.members.is_empty())
+            {
+                self.families[i as usize] = None;
+                self.fam_free.push(i);
+            }
+        }
+    }
+}
+
+pub(crate) fn errno_name(e: i64) -> &'static str {
+    match -e {
+        1 => "EPERM",
+        2 => "ENOENT",
+        13 => "EACCES",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        20 => "ENOTDIR",
+        22 => "EINVAL",
+        39 => "ENOTEMPTY",
+        _ => "E?",
+    }
+}

@@ -157,9 +157,12 @@ pub fn stat_mount(mnt_id: u64, ns_id: u64) -> Result<MountInfo, SysError> {
         // SAFETY: the buffer is at least 512 bytes, 8-aligned, and StatMount is plain data.
         let sm: StatMount = unsafe { std::ptr::read(buf.as_ptr() as *const StatMount) };
         // SAFETY: reinterpreting initialised u64s as bytes.
-        let bytes: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, words * 8) };
+        let bytes: &[u8] =
+            unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, words * 8) };
         let used = (sm.size as usize).min(bytes.len());
-        let strings = bytes.get(std::mem::size_of::<StatMount>()..used).unwrap_or(&[]);
+        let strings = bytes
+            .get(std::mem::size_of::<StatMount>()..used)
+            .unwrap_or(&[]);
         return Ok(decode(&sm, strings));
     }
 }
@@ -203,7 +206,11 @@ fn decode(sm: &StatMount, strings: &[u8]) -> MountInfo {
 
 /// Per-mount options as mountinfo's sixth field shows them.
 fn mount_attr_options(attr: u64) -> String {
-    let mut o = vec![if attr & MOUNT_ATTR_RDONLY != 0 { "ro" } else { "rw" }];
+    let mut o = vec![if attr & MOUNT_ATTR_RDONLY != 0 {
+        "ro"
+    } else {
+        "rw"
+    }];
     for (bit, name) in [
         (MOUNT_ATTR_NOSUID, "nosuid"),
         (MOUNT_ATTR_NODEV, "nodev"),
@@ -347,10 +354,12 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 3 < b.len() + 0
+            && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if v <= 255 {
                 out.push(v as u8);
                 i += 4;

@@ -1,0 +1,99 @@
+//! Path arithmetic on absolute, normalized paths ("/" or "/a/b", never a trailing slash).
+
+/// Normalizes `p` as seen by a process whose root is `root` ("" for the namespace root) and whose
+/// relative paths resolve against `dir` (absolute inside the process root; "/" when unknown).
+pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    if !p.starts_with('/')
+        && let Some(d) = dir
+    {
+        push_components(&mut parts, d);
+    }
+    push_components(&mut parts, p);
+    let mut out = String::with_capacity(root.len() + p.len() + 1);
+    out.push_str(root.trim_end_matches('/'));
+    for c in &parts {
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn push_components<'a>(parts: &mut Vec<&'a str>, s: &'a str) {
+    for c in s.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+}
+
+/// `base` joined with a relative path (no leading slash), "" meaning `base` itself.
+pub fn join(base: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        return base.to_string();
+    }
+    if base == "/" {
+        format!("/{rel}")
+    } else {
+        format!("{base}/{rel}")
+    }
+}
+
+/// The part of `path` below `prefix` ("" for equal), or None when `path` is not under it.
+pub fn strip<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    if prefix == "/" {
+        return Some(path.strip_prefix('/').unwrap_or(path));
+    }
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        Some("")
+    } else {
+        rest.strip_prefix('/')
+    }
+}
+
+pub fn parent(p: &str) -> Option<&str> {
+    if p == "/" {
+        return None;
+    }
+    match p.rfind('/') {
+        Some(0) => Some("/"),
+        Some(i) => Some(&p[..i]),
+        None => None,
+    }
+}
+
+pub fn basename(p: &str) -> &str {
+    match p.rfind('/') {
+        Some(i) => &p[i + 1..],
+        None => p,
+    }
+}
+
+#[cfg(test)]
+mod t {
+    use super::*;
+    #[test]
+    fn paths() {
+        assert_eq!(resolve("", None, "/a//b/./c/"), "/a/b/c");
+        assert_eq!(resolve("", Some("/x/y"), "../z"), "/x/z");
+        assert_eq!(resolve("/jail", None, "/a"), "/jail/a");
+        assert_eq!(resolve("", None, "/"), "/");
+        assert_eq!(join("/", "a"), "/a");
+        assert_eq!(join("/a", ""), "/a");
+        assert_eq!(strip("/a/b", "/a"), Some("b"));
+        assert_eq!(strip("/ab", "/a"), None);
+        assert_eq!(strip("/a", "/"), Some("a"));
+        assert_eq!(strip("/", "/"), Some(""));
+        assert_eq!(parent("/a/b"), Some("/a"));
+        assert_eq!(parent("/a"), Some("/"));
+        assert_eq!(basename("/a/b"), "b");
+    }
+}

@@ -1,0 +1,913 @@
+//! The kernel's rules, one handler per record kind and per action.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Engine;
+use super::paths::{basename, join, resolve, strip};
+use super::state::{Cause, CloneMode, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, nsfs_mnt_inum, prop_str};
+use crate::model::{Action, Event, MntNs, MountInfo, Snapshot};
+use crate::uapi::*;
+
+/// A family id meaning "a new filesystem: create its family when it is attached".
+pub(super) const NEW_FAMILY: u32 = u32::MAX;
+
+fn flag_names(flags: u64) -> String {
+    let names = [
+        (MS_BIND, "MS_BIND"),
+        (MS_MOVE, "MS_MOVE"),
+        (MS_REC, "MS_REC"),
+        (MS_REMOUNT, "MS_REMOUNT"),
+        (MS_SHARED, "MS_SHARED"),
+        (MS_SLAVE, "MS_SLAVE"),
+        (MS_PRIVATE, "MS_PRIVATE"),
+        (MS_UNBINDABLE, "MS_UNBINDABLE"),
+        (CLONE_NEWNS, "CLONE_NEWNS"),
+        (CLONE_NEWUSER, "CLONE_NEWUSER"),
+    ];
+    let v: Vec<&str> = names
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "0".to_string()
+    } else {
+        v.join("|")
+    }
+}
+
+impl Engine {
+    fn ensure_ns(&mut self, ns: MntNs) -> &mut Ns {
+        let n = self.ns.entry(ns.id).or_default();
+        if n.inum == 0 {
+            n.inum = ns.inum;
+        }
+        n
+    }
+
+    fn fs_for_dev(&mut self, major: u32, minor: u32) -> u64 {
+        if let Some(&f) = self.dev_fs.get(&(major, minor)) {
+            return f;
+        }
+        let f = self.new_fs();
+        self.dev_fs.insert((major, minor), f);
+        f
+    }
+
+    fn kgroup(&mut self, kg: Option<u32>) -> Option<u32> {
+        let kg = kg?;
+        if let Some(&g) = self.kgroups.get(&kg) {
+            return Some(g);
+        }
+        let g = self.new_group();
+        self.kgroups.insert(kg, g);
+        Some(g)
+    }
+
+    /// Inserts mounts as the kernel listed them (snapshot, or a namespace first seen in a fact).
+    /// `fam_by_obj` links the same (filesystem, root) across namespaces into one family.
+    fn insert_kernel_mounts(
+        &mut self,
+        ns: u64,
+        mounts: &[MountInfo],
+        fam_by_obj: &mut HashMap<(u64, String), u32>,
+    ) {
+        let mut by_id: HashMap<u64, MKey> = HashMap::new();
+        for mi in mounts {
+            let mountpoint = resolve("", None, mi.mountpoint.as_str());
+            let parent = by_id
+                .get(&mi.parent_id)
+                .copied()
+                .or_else(|| {
+                    if self.ns.get(&ns).is_some_and(|n| n.root.is_some()) {
+                        self.lookup(ns, &mountpoint)
+                    } else {
+                        None
+                    }
+                });
+            let fs = self.fs_for_dev(mi.dev_major, mi.dev_minor);
+            let root = resolve("", None, mi.root.as_str());
+            let root = if mi.fstype.as_str() == "nsfs" {
+                mi.root.as_str().to_string()
+            } else {
+                root
+            };
+            let fam = match fam_by_obj.get(&(fs, root.clone())) {
+                Some(&f) if self.families.get(f as usize).is_some_and(|x| x.is_some()) => f,
+                _ => {
+                    let f = self.new_family(
+                        None,
+                        ns,
+                        &mountpoint,
+                        mi.source.as_str(),
+                        mi.fstype.as_str(),
+                    );
+                    fam_by_obj.insert((fs, root.clone()), f);
+                    f
+                }
+            };
+            let shared = self.kgroup(mi.propagation.shared);
+            let master = self.kgroup(mi.propagation.master);
+            let m = Mount {
+                ns,
+                parent,
+                children: Vec::new(),
+                mountpoint,
+                root,
+                source: mi.source.as_str().to_string(),
+                fstype: mi.fstype.as_str().to_string(),
+                fs,
+                kernel_id: Some(mi.mnt_id),
+                shared,
+                master,
+                unbindable: mi.propagation.unbindable,
+                family: fam,
+                copy_ev: None,
+                copy_prop: prop_str(shared, master, mi.propagation.unbindable),
+                cut_ev: None,
+                dentry: None,
+            };
+            let k = self.insert_mount(m);
+            self.dirty.push(k);
+            by_id.insert(mi.mnt_id, k);
+        }
+    }
+
+    pub(super) fn apply_snapshot(&mut self, s: &Snapshot) {
+        self.host_ns = s.host_ns.id;
+        let mut order: Vec<&crate::model::NamespaceState> = s.namespaces.iter().collect();
+        // The host first, so families found in several namespaces originate there.
+        order.sort_by_key(|n| n.ns.id != s.host_ns.id);
+        let mut fam_by_obj = HashMap::new();
+        for n in order {
+            if self.ns.get(&n.ns.id).is_some_and(|x| x.mounts > 0) {
+                continue;
+            }
+            self.ensure_ns(n.ns);
+            self.insert_kernel_mounts(n.ns.id, &n.mounts, &mut fam_by_obj);
+            for &pid in &n.pids {
+                self.procs.entry(pid).or_insert_with(|| Proc {
+                    ns: n.ns.id,
+                    ..Default::default()
+                });
+                self.ns.entry(n.ns.id).or_default().members.insert(pid);
+            }
+        }
+        for p in &s.processes {
+            if let Some(old) = self.procs.get(&p.pid).map(|x| x.ns)
+                && old != p.mnt_ns.id
+                && let Some(n) = self.ns.get_mut(&old)
+            {
+                n.members.remove(&p.pid);
+            }
+            let e = self.procs.entry(p.pid).or_default();
+            e.comm = p.comm.as_str().to_string();
+            e.ns = p.mnt_ns.id;
+            self.ensure_ns(p.mnt_ns).members.insert(p.pid);
+        }
+    }
+
+    pub(super) fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo]) {
+        if self.ns.get(&ns.id).is_none_or(|n| n.mounts == 0) {
+            let n = self.ensure_ns(ns);
+            n.members_unknown = n.members.is_empty();
+            let mut fams = HashMap::new();
+            self.insert_kernel_mounts(ns.id, mounts, &mut fams);
+            return;
+        }
+        // Adopt kernel ids by path (stack order), add what the model missed, drop what is gone.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut keep = std::collections::HashSet::new();
+        let mut missing = Vec::new();
+        for mi in mounts {
+            let mp = mi.mountpoint.as_str();
+            let i = seen.entry(mp).or_default();
+            let k = self
+                .ns
+                .get(&ns.id)
+                .and_then(|n| n.by_path.get(&resolve("", None, mp)))
+                .and_then(|v| v.get(*i))
+                .copied();
+            *i += 1;
+            match k {
+                Some(k) => {
+                    self.mm(k).kernel_id = Some(mi.mnt_id);
+                    keep.insert(k);
+                }
+                None => missing.push(mi.clone()),
+            }
+        }
+        let gone: Vec<MKey> = self
+            .ns_mounts(ns.id)
+            .into_iter()
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for k in gone.into_iter().rev() {
+            if self.alive(k) {
+                self.remove_subtree(k, &Cause::Fact);
+            }
+        }
+        let mut fams = HashMap::new();
+        self.insert_kernel_mounts(ns.id, &missing, &mut fams);
+    }
+
+    fn evinfo(&self, e: &Event, ns: u64, detail: String) -> super::state::Ev {
+        Arc::new(EvInfo {
+            pid: e.task.pid,
+            comm: e.task.comm.as_str().to_string(),
+            syscall: e.action.name(),
+            ts: e.task.ts_ns,
+            ns,
+            detail,
+        })
+    }
+
+    fn move_member(&mut self, pid: u32, from: u64, to: u64) {
+        if from == to {
+            return;
+        }
+        if let Some(n) = self.ns.get_mut(&from) {
+            n.members.remove(&pid);
+        }
+        if let Some(n) = self.ns.get_mut(&to) {
+            n.members.insert(pid);
+        }
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.ns = to;
+        }
+        self.maybe_kill(from, None);
+    }
+
+    /// A namespace with no member and no nsfs pin dies with its mounts.
+    pub(super) fn maybe_kill(&mut self, id: u64, ev: Option<super::state::Ev>) {
+        let Some(n) = self.ns.get(&id) else { return };
+        if !n.members.is_empty() || n.members_unknown || self.nsfs_pins.contains_key(&n.inum) {
+            return;
+        }
+        self.kill_ns(id, ev);
+    }
+
+    pub(super) fn kill_ns(&mut self, id: u64, ev: Option<super::state::Ev>) {
+        let cause = Cause::NsDeath(ev);
+        for k in self.ns_mounts(id).into_iter().rev() {
+            if self.alive(k) {
+                self.remove_mount(k, &cause);
+            }
+        }
+        self.ns.remove(&id);
+    }
+
+    /// Copies namespace `src` into the new namespace `dst` (unshare/clone with CLONE_NEWNS).
+    fn copy_ns(&mut self, src: u64, dst: MntNs, user: bool, ev: &super::state::Ev) {
+        if self.ns.get(&dst.id).is_some_and(|n| n.mounts > 0) {
+            return; // already copied (task_newtask and clone's exit both report it)
+        }
+        {
+            let n = self.ensure_ns(dst);
+            n.created_by = Some(ev.clone());
+            n.copied_from = Some(src);
+        }
+        let mode = if user {
+            CloneMode::SharedToSlave
+        } else {
+            CloneMode::Keep
+        };
+        let order = self.ns_mounts(src);
+        let idx: HashMap<MKey, usize> = order.iter().enumerate().map(|(i, &k)| (k, i)).collect();
+        let seeds: Vec<Seed> = order
+            .iter()
+            .map(|&k| {
+                let m = self.m(k);
+                let parent = m.parent.and_then(|p| idx.get(&p).copied());
+                let rel = if parent.is_some() {
+                    strip(&m.mountpoint, "/").unwrap_or("").to_string()
+                } else {
+                    String::new()
+                };
+                let mut s = self.seed_of(k, rel, None, mode);
+                // Seeds' rel is relative to the copy's root mount, which sits at "/".
+                s.parent = parent;
+                s
+            })
+            .collect();
+        // Instantiate with absolute paths: parents' mountpoints are not prefixes in general
+        // (a child's rel is from "/"), so place each at "/" + rel.
+        self.instantiate_abs(dst.id, &seeds, ev);
+    }
+
+    fn instantiate_abs(&mut self, ns: u64, seeds: &[Seed], ev: &super::state::Ev) {
+        let mut keys: Vec<MKey> = Vec::with_capacity(seeds.len());
+        for s in seeds {
+            let p = s.parent.map(|i| keys[i]);
+            let one = Seed {
+                parent: None,
+                ..s.clone()
+            };
+            let at = join("/", &s.rel);
+            let k = self.instantiate(ns, p, &at, &[Seed { rel: String::new(), ..one }], Some(ev))[0];
+            keys.push(k);
+        }
+    }
+
+    pub(super) fn apply_event(&mut self, e: &Event) {
+        let pid = e.task.pid;
+        let lifecycle = matches!(
+            e.action,
+            Action::Fork { .. } | Action::Exec { .. } | Action::Exit
+        );
+        // Who is this, and in which namespace did it act?
+        let task_ns = e.task.mnt_ns;
+        if !self.procs.contains_key(&pid) {
+            let ns = if task_ns.id != 0 { task_ns } else { MntNs::default() };
+            self.procs.insert(
+                pid,
+                Proc {
+                    comm: e.task.comm.as_str().to_string(),
+                    ns: ns.id,
+                    cgroup: e.task.cgroup_id,
+                    ..Default::default()
+                },
+            );
+            if ns.id != 0 && !matches!(e.action, Action::Unshare { .. } | Action::Setns { .. }) {
+                self.ensure_ns(ns).members.insert(pid);
+            }
+        } else if let Some(p) = self.procs.get_mut(&pid)
+            && p.comm != e.task.comm.text
+            && !e.task.comm.text.is_empty()
+        {
+            p.comm = e.task.comm.text.clone();
+        }
+        let pns = self.procs.get(&pid).map(|p| p.ns).unwrap_or(0);
+        // The namespace the call acted in (unshare/setns report the one after: use ours).
+        let ns = match e.action {
+            Action::Unshare { .. } | Action::Setns { .. } | Action::Clone { .. } | Action::Fork { .. }
+                if pns != 0 =>
+            {
+                pns
+            }
+            _ if task_ns.id != 0 => {
+                if task_ns.id != pns {
+                    // We missed a namespace change: follow the kernel's word.
+                    self.ensure_ns(task_ns);
+                    self.move_member(pid, pns, task_ns.id);
+                }
+                task_ns.id
+            }
+            _ => pns,
+        };
+        let ok = match e.ret {
+            Some(r) => r >= 0,
+            None => lifecycle,
+        };
+        if !ok {
+            if let Some(r) = e.ret
+                && r < 0
+            {
+                self.symptom(e, ns, r);
+            }
+            return;
+        }
+        let ret = e.ret.unwrap_or(0);
+        let (root, dir) = match self.procs.get(&pid) {
+            Some(p) => (p.root.clone(), e.dir.as_ref().map(|d| d.as_str())),
+            None => (String::new(), None),
+        };
+        let path = |p: &str| resolve(&root, dir, p);
+        match &e.action {
+            Action::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+            } => {
+                let mut flags = *flags;
+                if flags & MS_MGC_MSK == MS_MGC_VAL {
+                    flags &= !MS_MGC_MSK;
+                }
+                let target = path(target.as_str());
+                if flags & MS_REMOUNT != 0 {
+                    return;
+                }
+                let ev = self.evinfo(
+                    e,
+                    ns,
+                    format!("mount({}, {}, {})", source.as_str(), target, flag_names(flags)),
+                );
+                if flags & MS_PROPAGATION != 0 {
+                    if let Some(k) = self.mount_at(ns, &target).or_else(|| self.lookup(ns, &target)) {
+                        self.change_propagation(k, flags, flags & MS_REC != 0, &ev);
+                    }
+                } else if flags & MS_BIND != 0 {
+                    let src = path(source.as_str());
+                    if let Some(seeds) = self.seeds_at(ns, &src, flags & MS_REC != 0, true) {
+                        self.attach(ns, &target, seeds, &ev);
+                    }
+                } else if flags & MS_MOVE != 0 {
+                    let src = path(source.as_str());
+                    self.do_move(ns, &src, &target, &ev);
+                } else {
+                    let seed = self.new_fs_seed(source.as_str(), fstype.as_str());
+                    self.attach(ns, &target, vec![seed], &ev);
+                }
+            }
+            Action::Umount { target, flags } => {
+                let target = path(target.as_str());
+                let ev = self.evinfo(e, ns, format!("umount2({}, {})", target, umount_flags(*flags)));
+                self.do_umount(ns, &target, &ev);
+            }
+            Action::Unlink { path: p, .. } => {
+                if !self.cfg.detach_on_unlink {
+                    return;
+                }
+                let b = basename(p.as_str().trim_end_matches('/'));
+                if !self.mp_base.contains_key(b) {
+                    return; // not a mountpoint name anywhere: O(1)
+                }
+                let full = path(p.as_str());
+                let ev = self.evinfo(e, ns, format!("{}({})", e.action.name(), full));
+                self.do_unlink(ns, &full, &ev);
+            }
+            Action::Unshare { flags } => {
+                if flags & CLONE_NEWNS == 0 {
+                    return;
+                }
+                let new = e.new_mnt_ns.unwrap_or(task_ns);
+                if new.id == 0 || new.id == ns {
+                    return;
+                }
+                let ev = self.evinfo(e, ns, format!("unshare({})", flag_names(*flags)));
+                self.copy_ns(ns, new, flags & CLONE_NEWUSER != 0, &ev);
+                self.move_member(pid, ns, new.id);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.ns_change = Some(ev);
+                }
+            }
+            Action::Setns { .. } => {
+                let Some(new) = e.new_mnt_ns else { return };
+                if new.id == ns {
+                    return;
+                }
+                let ev = self.evinfo(e, ns, format!("setns(-> mnt ns {})", new.id));
+                self.ensure_ns(new);
+                self.move_member(pid, ns, new.id);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.ns_change = Some(ev);
+                }
+            }
+            Action::Clone { flags, .. } => {
+                if flags & CLONE_THREAD != 0 || ret <= 0 {
+                    return;
+                }
+                let child_ns = if flags & CLONE_NEWNS != 0 {
+                    e.new_mnt_ns
+                } else {
+                    None
+                };
+                let detail = format!("{}({})", e.action.name(), flag_names(*flags));
+                self.new_child(e, ns, ret as u32, child_ns, flags & CLONE_NEWUSER != 0, detail);
+            }
+            Action::Fork { child } => {
+                let detail = "fork".to_string();
+                self.new_child(e, ns, *child, e.new_mnt_ns, false, detail);
+            }
+            Action::Exec { .. } => {}
+            Action::Exit => {
+                if e.task.tid != 0 && e.task.tid != pid {
+                    return; // a thread, not the process
+                }
+                if let Some(p) = self.procs.remove(&pid) {
+                    if let Some(n) = self.ns.get_mut(&p.ns) {
+                        n.members.remove(&pid);
+                    }
+                    if self.ns.get(&p.ns).is_some_and(|n| n.members.is_empty()) {
+                        let ev = self.evinfo(e, p.ns, "exit".to_string());
+                        self.maybe_kill(p.ns, Some(ev));
+                    }
+                }
+            }
+            Action::Fsopen { fstype, .. } => {
+                self.put_fd(
+                    pid,
+                    ret as i32,
+                    FdObj::FsCtx {
+                        fstype: fstype.as_str().to_string(),
+                        source: String::new(),
+                    },
+                );
+            }
+            Action::Fsconfig {
+                fd, cmd, key, value, ..
+            } => {
+                if *cmd == FSCONFIG_SET_STRING
+                    && key.as_str() == "source"
+                    && let Some(FdObj::FsCtx { source, .. }) =
+                        self.procs.get_mut(&pid).and_then(|p| p.fds.get_mut(fd))
+                {
+                    *source = value.as_str().to_string();
+                }
+            }
+            Action::Fsmount { fd, .. } => {
+                let ctx = self.procs.get(&pid).and_then(|p| p.fds.get(fd)).cloned();
+                if let Some(FdObj::FsCtx { fstype, source }) = ctx {
+                    let seed = self.new_fs_seed(&source, &fstype);
+                    self.put_fd(pid, ret as i32, FdObj::Detached(vec![seed]));
+                }
+            }
+            Action::OpenTree {
+                path: p, flags, ..
+            } => {
+                let full = path(p.as_str());
+                let obj = if flags & OPEN_TREE_CLONE != 0 {
+                    self.seeds_at(ns, &full, flags & AT_RECURSIVE != 0, true)
+                        .map(FdObj::Detached)
+                } else {
+                    self.mount_at(ns, &full)
+                        .or_else(|| self.lookup(ns, &full))
+                        .map(|k| FdObj::Attached(k, self.m(k).mountpoint.clone()))
+                };
+                if let Some(o) = obj {
+                    self.put_fd(pid, ret as i32, o);
+                }
+            }
+            Action::MoveMount {
+                from_dirfd,
+                from_path,
+                to_path,
+                flags,
+                ..
+            } => {
+                let to = path(to_path.as_str());
+                let ev = self.evinfo(e, ns, format!("move_mount({} -> {})", from_path.as_str(), to));
+                if flags & MOVE_MOUNT_F_EMPTY_PATH != 0 || from_path.as_str().is_empty() {
+                    let obj = self.procs.get_mut(&pid).and_then(|p| p.fds.remove(from_dirfd));
+                    match obj {
+                        Some(FdObj::Detached(seeds)) => self.attach(ns, &to, seeds, &ev),
+                        Some(FdObj::Attached(k, mp)) => {
+                            if self.alive(k) && self.m(k).mountpoint == mp {
+                                let from = mp.clone();
+                                self.do_move(ns, &from, &to, &ev);
+                            }
+                        }
+                        _ => {}
+                    }
+                } else {
+                    let from = path(from_path.as_str());
+                    self.do_move(ns, &from, &to, &ev);
+                }
+            }
+            Action::MountSetattr {
+                path: p,
+                flags,
+                propagation,
+                ..
+            } => {
+                if *propagation == 0 {
+                    return;
+                }
+                let full = path(p.as_str());
+                let ev = self.evinfo(
+                    e,
+                    ns,
+                    format!("mount_setattr({}, {})", full, flag_names(*propagation)),
+                );
+                if let Some(k) = self.mount_at(ns, &full).or_else(|| self.lookup(ns, &full)) {
+                    self.change_propagation(k, *propagation, flags & AT_RECURSIVE != 0, &ev);
+                }
+            }
+            Action::PivotRoot { new_root, put_old } => {
+                let nr = path(new_root.as_str());
+                let po = path(put_old.as_str());
+                self.pivot_root(ns, &nr, &po);
+            }
+            Action::Chroot { path: p } => {
+                let full = path(p.as_str());
+                if let Some(pr) = self.procs.get_mut(&pid) {
+                    pr.root = if full == "/" { String::new() } else { full };
+                }
+            }
+        }
+    }
+
+    fn put_fd(&mut self, pid: u32, fd: i32, obj: FdObj) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            if p.fds.len() >= 64 {
+                p.fds.clear(); // bounded: a leaked fd table must not grow forever
+            }
+            p.fds.insert(fd, obj);
+        }
+    }
+
+    fn new_fs_seed(&mut self, source: &str, fstype: &str) -> Seed {
+        // Block devices keep one superblock however often they are mounted.
+        let fs = if source.starts_with("/dev/") {
+            match self.dev_by_source.get(source) {
+                Some(&f) => f,
+                None => {
+                    let f = self.new_fs();
+                    self.dev_by_source.insert(source.to_string(), f);
+                    f
+                }
+            }
+        } else {
+            self.new_fs()
+        };
+        Seed {
+            rel: String::new(),
+            parent: None,
+            root: if fstype == "nsfs" {
+                source.to_string()
+            } else {
+                "/".to_string()
+            },
+            source: source.to_string(),
+            fstype: fstype.to_string(),
+            fs,
+            shared: None,
+            master: None,
+            unbindable: false,
+            family: NEW_FAMILY,
+        }
+    }
+
+    fn new_child(
+        &mut self,
+        e: &Event,
+        ns: u64,
+        child: u32,
+        child_ns: Option<MntNs>,
+        user: bool,
+        detail: String,
+    ) {
+        if child == 0 {
+            return;
+        }
+        let cns = match child_ns {
+            Some(c) if c.id != 0 && c.id != ns => {
+                let ev = self.evinfo(e, ns, detail);
+                self.copy_ns(ns, c, user, &ev);
+                c.id
+            }
+            _ => ns,
+        };
+        let (comm, root, cgroup) = match self.procs.get(&e.task.pid) {
+            Some(p) => (p.comm.clone(), p.root.clone(), p.cgroup),
+            None => (e.task.comm.as_str().to_string(), String::new(), 0),
+        };
+        let old = self.procs.get(&child).map(|p| p.ns);
+        match old {
+            Some(o) => {
+                if o != cns {
+                    self.move_member(child, o, cns);
+                }
+            }
+            None => {
+                self.procs.insert(
+                    child,
+                    Proc {
+                        comm,
+                        ns: cns,
+                        cgroup,
+                        root,
+                        ..Default::default()
+                    },
+                );
+                if let Some(n) = self.ns.get_mut(&cns) {
+                    n.members.insert(child);
+                }
+            }
+        }
+    }
+
+    /// Attaches seeds under whatever `target` lives on, then propagates (do_add_mount /
+    /// attach_recursive_mnt).
+    fn attach(&mut self, ns: u64, target: &str, mut seeds: Vec<Seed>, ev: &super::state::Ev) {
+        let Some(dest) = self.lookup(ns, target) else {
+            return;
+        };
+        for s in seeds.iter_mut() {
+            if s.family == NEW_FAMILY {
+                s.family = self.new_family(Some(ev.clone()), ns, target, &s.source, &s.fstype);
+            }
+        }
+        let keys = self.instantiate(ns, Some(dest), target, &seeds, Some(ev));
+        self.propagate_attach(dest, target, &keys, ev);
+    }
+
+    fn unindex_paths(&mut self, k: MKey) {
+        let m = self.m(k);
+        let (ns, mp, d) = (m.ns, m.mountpoint.clone(), m.dentry.clone());
+        if let Some(n) = self.ns.get_mut(&ns)
+            && let Some(v) = n.by_path.get_mut(&mp)
+        {
+            v.retain(|&x| x != k);
+            if v.is_empty() {
+                n.by_path.remove(&mp);
+            }
+        }
+        if let Some(d) = d
+            && let Some(v) = self.mp_index.get_mut(&d)
+        {
+            v.retain(|&x| x != k);
+            if v.is_empty() {
+                self.mp_index.remove(&d);
+            }
+        }
+        let b = basename(&mp).to_string();
+        if let Some(c) = self.mp_base.get_mut(&b) {
+            *c -= 1;
+            if *c == 0 {
+                self.mp_base.remove(&b);
+            }
+        }
+    }
+
+    fn index_paths(&mut self, k: MKey) {
+        let m = self.m(k);
+        let (ns, mp, parent) = (m.ns, m.mountpoint.clone(), m.parent);
+        let d = parent.and_then(|p| self.dentry_of(p, &mp));
+        self.mm(k).dentry = d.clone();
+        if let Some(d) = d {
+            self.mp_index.entry(d).or_default().push(k);
+        }
+        *self.mp_base.entry(basename(&mp).to_string()).or_default() += 1;
+        self.ns
+            .entry(ns)
+            .or_default()
+            .by_path
+            .entry(mp)
+            .or_default()
+            .push(k);
+    }
+
+    /// MS_MOVE / move_mount of an attached mount: re-path its subtree, then propagate it.
+    fn do_move(&mut self, ns: u64, from: &str, to: &str, ev: &super::state::Ev) {
+        let Some(k) = self.mount_at(ns, from) else { return };
+        let sub = self.subtree(k);
+        let Some(dest) = self.lookup(ns, to) else { return };
+        if sub.contains(&dest) {
+            return;
+        }
+        for &x in sub.iter().rev() {
+            self.unindex_paths(x);
+        }
+        for &x in &sub {
+            let mp = self.m(x).mountpoint.clone();
+            let rel = strip(&mp, from).unwrap_or("").to_string();
+            self.mm(x).mountpoint = join(to, &rel);
+        }
+        if let Some(old) = self.m(k).parent {
+            self.mm(old).children.retain(|&c| c != k);
+        }
+        self.mm(dest).children.push(k);
+        self.mm(k).parent = Some(dest);
+        for &x in &sub {
+            self.index_paths(x);
+        }
+        self.propagate_attach(dest, to, &sub, ev);
+    }
+
+    /// pivot_root: `new_root` becomes "/", the old root hangs at `put_old`.
+    fn pivot_root(&mut self, ns: u64, new_root: &str, put_old: &str) {
+        let Some(nr) = self.mount_at(ns, new_root) else { return };
+        let Some(old_root) = self.ns.get(&ns).and_then(|n| n.root) else {
+            return;
+        };
+        let Some(po_rel) = strip(put_old, new_root).map(|s| s.to_string()) else {
+            return;
+        };
+        let all = self.ns_mounts(ns);
+        for &x in all.iter().rev() {
+            self.unindex_paths(x);
+        }
+        let nr_sub: std::collections::HashSet<MKey> = self.subtree(nr).into_iter().collect();
+        let po_abs = join("/", &po_rel);
+        for &x in &all {
+            let mp = self.m(x).mountpoint.clone();
+            let new_mp = if nr_sub.contains(&x) {
+                join("/", strip(&mp, new_root).unwrap_or(""))
+            } else {
+                join(&po_abs, strip(&mp, "/").unwrap_or(""))
+            };
+            self.mm(x).mountpoint = new_mp;
+        }
+        // Re-link: new root detaches from its parent; the old root goes under put_old.
+        if let Some(p) = self.m(nr).parent {
+            self.mm(p).children.retain(|&c| c != nr);
+        }
+        self.mm(nr).parent = None;
+        let po_parent = {
+            // The mount put_old now lives on (inside the new root's subtree).
+            let mut best = nr;
+            for &x in &nr_sub.iter().copied().collect::<Vec<_>>() {
+                if strip(&po_abs, &self.m(x).mountpoint).is_some()
+                    && self.m(x).mountpoint.len() >= self.m(best).mountpoint.len()
+                {
+                    best = x;
+                }
+            }
+            best
+        };
+        self.mm(old_root).parent = Some(po_parent);
+        self.mm(po_parent).children.push(old_root);
+        if let Some(n) = self.ns.get_mut(&ns) {
+            n.root = Some(nr);
+        }
+        for &x in &all {
+            self.index_paths(x);
+        }
+    }
+
+    fn do_umount(&mut self, ns: u64, target: &str, ev: &super::state::Ev) {
+        let Some(k) = self.mount_at(ns, target) else {
+            return;
+        };
+        let set = self.subtree(k);
+        let extra = self.umount_propagation(&set);
+        // What the verdict needs about the owner's copies, before they go.
+        let removed: Vec<(u32, u64, Option<u32>, Option<u32>)> = set
+            .iter()
+            .map(|&x| {
+                let m = self.m(x);
+                (m.family, m.ns, m.shared, m.master)
+            })
+            .collect();
+        let cause = Cause::Umount(ev.clone());
+        for &x in &extra {
+            if self.alive(x) {
+                self.remove_subtree(x, &cause);
+            }
+        }
+        for &x in set.iter().rev() {
+            if self.alive(x) {
+                self.remove_mount(x, &cause);
+            }
+        }
+        self.leaks_after_removal(&removed, ev, target);
+    }
+
+    fn do_unlink(&mut self, ns: u64, full: &str, ev: &super::state::Ev) {
+        let Some(on) = self.lookup(ns, full) else { return };
+        let dentry = if self.m(on).mountpoint == full {
+            // The path is a mountpoint here: what is unlinked is the dentry under it.
+            match self.m(on).parent {
+                Some(p) => self.dentry_of(p, full),
+                None => None,
+            }
+        } else {
+            self.dentry_of(on, full)
+        };
+        let Some(d) = dentry else { return };
+        let victims: Vec<MKey> = self
+            .mp_index
+            .get(&d)
+            .map(|v| v.iter().copied().filter(|&x| self.m(x).ns != ns).collect())
+            .unwrap_or_default();
+        if victims.is_empty() {
+            return;
+        }
+        let removed: Vec<(u32, u64, Option<u32>, Option<u32>)> = victims
+            .iter()
+            .map(|&x| {
+                let m = self.m(x);
+                (m.family, m.ns, m.shared, m.master)
+            })
+            .collect();
+        let cause = Cause::Unlink(ev.clone());
+        for v in victims {
+            if self.alive(v) {
+                self.remove_subtree(v, &cause);
+            }
+        }
+        self.leaks_after_removal(&removed, ev, full);
+    }
+
+    /// The nsfs mount pinning a namespace, if any (for holders' display).
+    pub(super) fn pin_path(&self, inum: u32) -> Option<String> {
+        if !self.nsfs_pins.contains_key(&inum) {
+            return None;
+        }
+        self.mounts.iter().flatten().find_map(|m| {
+            (m.fstype == "nsfs" && nsfs_mnt_inum(&m.root) == Some(inum))
+                .then(|| format!("nsfs mount {} in mnt ns {}", m.mountpoint, m.ns))
+        })
+    }
+}
+
+fn umount_flags(f: u64) -> String {
+    let mut v = Vec::new();
+    if f & MNT_FORCE != 0 {
+        v.push("MNT_FORCE");
+    }
+    if f & MNT_DETACH != 0 {
+        v.push("MNT_DETACH");
+    }
+    if f & MNT_EXPIRE != 0 {
+        v.push("MNT_EXPIRE");
+    }
+    if v.is_empty() {
+        "0".to_string()
+    } else {
+        v.join("|")
+    }
+}

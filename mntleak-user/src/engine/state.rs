@@ -1,0 +1,856 @@
+//! The modelled state: processes, namespaces, mounts, peer groups, and the mount-tree operations
+//! that the kernel's propagation rules are built from (clone, attach with propagation, umount
+//! with propagation, propagation-type changes).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::Engine;
+use super::paths::{basename, join, strip};
+
+pub(super) type MKey = u32;
+
+/// What a finding needs to know about an event, shared by every mount it created.
+#[derive(Clone, Debug)]
+pub(super) struct EvInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub syscall: &'static str,
+    pub ts: u64,
+    pub ns: u64,
+    pub detail: String,
+}
+
+pub(super) type Ev = Arc<EvInfo>;
+
+#[derive(Clone, Debug)]
+pub(super) struct Mount {
+    pub ns: u64,
+    pub parent: Option<MKey>,
+    pub children: Vec<MKey>,
+    pub mountpoint: String,
+    pub root: String,
+    pub source: String,
+    pub fstype: String,
+    /// Superblock identity (model-internal).
+    pub fs: u64,
+    pub kernel_id: Option<u64>,
+    pub shared: Option<u32>,
+    pub master: Option<u32>,
+    pub unbindable: bool,
+    pub family: u32,
+    /// Lineage: the event that created this copy and its propagation right after.
+    pub copy_ev: Option<Ev>,
+    pub copy_prop: String,
+    /// The last propagation change applied to this mount.
+    pub cut_ev: Option<Ev>,
+    /// The mountpoint dentry (fs, path in fs) this mount sits on, for the unlink rule.
+    pub dentry: Option<(u64, String)>,
+}
+
+impl Mount {
+    pub fn prop_string(&self) -> String {
+        prop_str(self.shared, self.master, self.unbindable)
+    }
+}
+
+pub(super) fn prop_str(shared: Option<u32>, master: Option<u32>, unbindable: bool) -> String {
+    let mut v = Vec::new();
+    if let Some(g) = shared {
+        v.push(format!("shared:{g}"));
+    }
+    if let Some(m) = master {
+        v.push(format!("master:{m}"));
+    }
+    if unbindable {
+        v.push("unbindable".to_string());
+    }
+    if v.is_empty() {
+        "private".to_string()
+    } else {
+        v.join(" ")
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Ns {
+    pub inum: u32,
+    pub root: Option<MKey>,
+    pub members: HashSet<u32>,
+    pub created_by: Option<Ev>,
+    pub copied_from: Option<u64>,
+    /// Mountpoint path -> mounts there, bottom first.
+    pub by_path: HashMap<String, Vec<MKey>>,
+    pub mounts: usize,
+    /// Known only from a kernel fact: members unknown, never killed for lack of members.
+    pub members_unknown: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum FdObj {
+    FsCtx { fstype: String, source: String },
+    Detached(Vec<Seed>),
+    Attached(MKey, String),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Proc {
+    pub comm: String,
+    pub ns: u64,
+    pub cgroup: u64,
+    /// chroot prefix, "" for none.
+    pub root: String,
+    pub fds: HashMap<i32, FdObj>,
+    /// The event that last moved this process to another namespace.
+    pub ns_change: Option<Ev>,
+}
+
+#[derive(Debug)]
+pub(super) struct Family {
+    pub origin: Option<Ev>,
+    pub origin_ns: u64,
+    pub path: String,
+    pub source: String,
+    pub fstype: String,
+    pub members: HashSet<MKey>,
+    pub container_looking: bool,
+}
+
+/// A mount to be created (a copy of `from`, or a new filesystem).
+#[derive(Clone, Debug)]
+pub(super) struct Seed {
+    pub rel: String,
+    pub parent: Option<usize>,
+    pub root: String,
+    pub source: String,
+    pub fstype: String,
+    pub fs: u64,
+    pub shared: Option<u32>,
+    pub master: Option<u32>,
+    pub unbindable: bool,
+    pub family: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum CloneMode {
+    /// clone_mnt(old, 0): peer of a shared original, slave of the same master.
+    Keep,
+    /// CL_SHARED_TO_SLAVE (namespace copy across a user namespace).
+    SharedToSlave,
+}
+
+/// Why a mount went away, for resolutions.
+#[derive(Clone, Debug)]
+pub(super) enum Cause {
+    Umount(Ev),
+    Unlink(Ev),
+    NsDeath(Option<Ev>),
+    Fact,
+}
+
+impl Engine {
+    pub(super) fn m(&self, k: MKey) -> &Mount {
+        self.mounts[k as usize].as_ref().expect("live mount key")
+    }
+    pub(super) fn mm(&mut self, k: MKey) -> &mut Mount {
+        self.mounts[k as usize].as_mut().expect("live mount key")
+    }
+    pub(super) fn alive(&self, k: MKey) -> bool {
+        self.mounts.get(k as usize).is_some_and(|m| m.is_some())
+    }
+
+    pub(super) fn new_group(&mut self) -> u32 {
+        self.next_group += 1;
+        self.next_group
+    }
+
+    pub(super) fn new_fs(&mut self) -> u64 {
+        self.next_fs += 1;
+        self.next_fs
+    }
+
+    pub(super) fn new_family(
+        &mut self,
+        origin: Option<Ev>,
+        ns: u64,
+        path: &str,
+        source: &str,
+        fstype: &str,
+    ) -> u32 {
+        let container_looking = self.looks_container(path, source, fstype);
+        let f = Family {
+            origin,
+            origin_ns: ns,
+            path: path.to_string(),
+            source: source.to_string(),
+            fstype: fstype.to_string(),
+            members: HashSet::new(),
+            container_looking,
+        };
+        if let Some(i) = self.fam_free.pop() {
+            self.families[i as usize] = Some(f);
+            i
+        } else {
+            self.families.push(Some(f));
+            (self.families.len() - 1) as u32
+        }
+    }
+
+    /// The visible mount whose mountpoint is exactly `path` (the top of the stack there).
+    pub(super) fn mount_at(&self, ns: u64, path: &str) -> Option<MKey> {
+        let k = self.lookup(ns, path)?;
+        (self.m(k).mountpoint == path).then_some(k)
+    }
+
+    /// The mount `path` lives on, resolved top-down like the kernel's path walk: at each
+    /// prefix, only a child of the mount reached so far counts, then whatever is stacked on it.
+    pub(super) fn lookup(&self, ns: u64, path: &str) -> Option<MKey> {
+        let n = self.ns.get(&ns)?;
+        let climb = |mut c: MKey, p: &str| -> MKey {
+            if let Some(v) = n.by_path.get(p) {
+                while let Some(&x) = v.iter().find(|&&x| self.m(x).parent == Some(c)) {
+                    c = x;
+                }
+            }
+            c
+        };
+        let mut cur = climb(n.root?, "/");
+        if path == "/" {
+            return Some(cur);
+        }
+        let mut end = 0;
+        let b = path.as_bytes();
+        while end < b.len() {
+            end += 1;
+            while end < b.len() && b[end] != b'/' {
+                end += 1;
+            }
+            let p = &path[..end];
+            if let Some(v) = n.by_path.get(p)
+                && let Some(&c) = v.iter().find(|&&x| self.m(x).parent == Some(cur))
+            {
+                cur = climb(c, p);
+            }
+        }
+        Some(cur)
+    }
+
+    /// Dentry (fs, path inside fs) of `path` as resolved on mount `k`.
+    pub(super) fn dentry_of(&self, k: MKey, path: &str) -> Option<(u64, String)> {
+        let m = self.m(k);
+        let rel = strip(path, &m.mountpoint)?;
+        Some((m.fs, join(&m.root, rel)))
+    }
+
+    /// Inserts a mount into the slab and every index. `below` tucks it under an existing stack.
+    pub(super) fn insert_mount(&mut self, mut m: Mount) -> MKey {
+        m.dentry = m.parent.and_then(|p| self.dentry_of(p, &m.mountpoint));
+        let key = match self.free.pop() {
+            Some(k) => k,
+            None => {
+                self.mounts.push(None);
+                (self.mounts.len() - 1) as MKey
+            }
+        };
+        if let Some(p) = m.parent {
+            self.mm(p).children.push(key);
+        }
+        if let Some(g) = m.shared {
+            self.peers.entry(g).or_default().push(key);
+        }
+        if let Some(g) = m.master {
+            self.slaves.entry(g).or_default().push(key);
+        }
+        if let Some(d) = &m.dentry {
+            self.mp_index.entry(d.clone()).or_default().push(key);
+        }
+        *self
+            .mp_base
+            .entry(basename(&m.mountpoint).to_string())
+            .or_default() += 1;
+        if m.fstype == "nsfs"
+            && let Some(inum) = nsfs_mnt_inum(&m.root)
+        {
+            *self.nsfs_pins.entry(inum).or_default() += 1;
+        }
+        if let Some(f) = self.families.get_mut(m.family as usize).and_then(|f| f.as_mut()) {
+            f.members.insert(key);
+        }
+        let ns = self.ns.entry(m.ns).or_default();
+        ns.by_path
+            .entry(m.mountpoint.clone())
+            .or_default()
+            .push(key);
+        ns.mounts += 1;
+        if m.parent.is_none() && ns.root.is_none() {
+            ns.root = Some(key);
+        }
+        self.live_mounts += 1;
+        self.mounts[key as usize] = Some(m);
+        key
+    }
+
+    /// Removes one mount from every index (its children must be gone or are orphaned).
+    pub(super) fn remove_mount(&mut self, k: MKey, cause: &Cause) {
+        self.leave_group(k);
+        let Some(m) = self.mounts[k as usize].take() else {
+            return;
+        };
+        self.free.push(k);
+        self.live_mounts -= 1;
+        if let Some(p) = m.parent
+            && let Some(Some(pm)) = self.mounts.get_mut(p as usize)
+        {
+            pm.children.retain(|&c| c != k);
+        }
+        for &c in &m.children {
+            if let Some(Some(cm)) = self.mounts.get_mut(c as usize) {
+                cm.parent = None;
+            }
+        }
+        if let Some(d) = &m.dentry
+            && let Some(v) = self.mp_index.get_mut(d)
+        {
+            v.retain(|&x| x != k);
+            if v.is_empty() {
+                self.mp_index.remove(d);
+            }
+        }
+        let b = basename(&m.mountpoint);
+        if let Some(c) = self.mp_base.get_mut(b) {
+            *c -= 1;
+            if *c == 0 {
+                self.mp_base.remove(b);
+            }
+        }
+        if m.fstype == "nsfs"
+            && let Some(inum) = nsfs_mnt_inum(&m.root)
+            && let Some(c) = self.nsfs_pins.get_mut(&inum)
+        {
+            *c -= 1;
+            if *c == 0 {
+                self.nsfs_pins.remove(&inum);
+                self.unpinned.push(inum);
+            }
+        }
+        if let Some(Some(f)) = self.families.get_mut(m.family as usize) {
+            f.members.remove(&k);
+            self.touched_families.push(m.family);
+        }
+        if let Some(ns) = self.ns.get_mut(&m.ns) {
+            if let Some(v) = ns.by_path.get_mut(&m.mountpoint) {
+                v.retain(|&x| x != k);
+                if v.is_empty() {
+                    ns.by_path.remove(&m.mountpoint);
+                }
+            }
+            ns.mounts -= 1;
+            if ns.root == Some(k) {
+                ns.root = None;
+            }
+        }
+        self.on_mount_gone(k, &m, cause);
+    }
+
+    /// Removes `k` and its subtree, children first.
+    pub(super) fn remove_subtree(&mut self, k: MKey, cause: &Cause) {
+        let order = self.subtree(k);
+        for &x in order.iter().rev() {
+            self.remove_mount(x, cause);
+        }
+    }
+
+    /// `k` and its descendants, parents before children.
+    pub(super) fn subtree(&self, k: MKey) -> Vec<MKey> {
+        let mut out = vec![k];
+        let mut i = 0;
+        while i < out.len() {
+            let m = self.m(out[i]);
+            out.extend(m.children.iter().copied());
+            i += 1;
+        }
+        out
+    }
+
+    // ---- propagation types -------------------------------------------------------------------
+
+    fn remove_from(map: &mut HashMap<u32, Vec<MKey>>, g: u32, k: MKey) -> bool {
+        if let Some(v) = map.get_mut(&g) {
+            v.retain(|&x| x != k);
+            if v.is_empty() {
+                map.remove(&g);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The group lost its last member: its slaves now receive from the departing mount's master.
+    fn hand_over_slaves(&mut self, g: u32, to: Option<u32>) {
+        if let Some(sl) = self.slaves.remove(&g) {
+            for x in sl {
+                if let Some(Some(xm)) = self.mounts.get_mut(x as usize) {
+                    xm.master = to;
+                }
+                if let Some(t) = to {
+                    self.slaves.entry(t).or_default().push(x);
+                }
+            }
+        }
+    }
+
+    /// Leaves peer group and master (what umount and MS_PRIVATE do).
+    pub(super) fn leave_group(&mut self, k: MKey) {
+        let (shared, master) = match self.mounts.get(k as usize) {
+            Some(Some(m)) => (m.shared, m.master),
+            _ => return,
+        };
+        if let Some(g) = shared
+            && Self::remove_from(&mut self.peers, g, k)
+        {
+            self.hand_over_slaves(g, master);
+        }
+        if let Some(mm) = master {
+            Self::remove_from(&mut self.slaves, mm, k);
+        }
+        let m = self.mm(k);
+        m.shared = None;
+        m.master = None;
+    }
+
+    pub(super) fn make_private(&mut self, k: MKey) {
+        self.leave_group(k);
+        self.mm(k).unbindable = false;
+    }
+
+    pub(super) fn make_unbindable(&mut self, k: MKey) {
+        self.leave_group(k);
+        self.mm(k).unbindable = true;
+    }
+
+    pub(super) fn make_shared(&mut self, k: MKey) {
+        if self.m(k).shared.is_none() {
+            let g = self.new_group();
+            self.peers.entry(g).or_default().push(k);
+            self.mm(k).shared = Some(g);
+        }
+        self.mm(k).unbindable = false;
+    }
+
+    pub(super) fn make_slave(&mut self, k: MKey) {
+        let (shared, master) = (self.m(k).shared, self.m(k).master);
+        if let Some(g) = shared {
+            let last = Self::remove_from(&mut self.peers, g, k);
+            if last {
+                // No peer to follow: keep the old master (or become private).
+                self.hand_over_slaves(g, master);
+            } else {
+                if let Some(mm) = master {
+                    Self::remove_from(&mut self.slaves, mm, k);
+                }
+                self.slaves.entry(g).or_default().push(k);
+                self.mm(k).master = Some(g);
+            }
+            self.mm(k).shared = None;
+        }
+        self.mm(k).unbindable = false;
+    }
+
+    /// Applies MS_SHARED/SLAVE/PRIVATE/UNBINDABLE to `k` (and its subtree with MS_REC).
+    pub(super) fn change_propagation(&mut self, k: MKey, flags: u64, rec: bool, ev: &Ev) {
+        use crate::uapi::*;
+        let keys = if rec { self.subtree(k) } else { vec![k] };
+        for x in keys {
+            if flags & MS_SHARED != 0 {
+                self.make_shared(x);
+            } else if flags & MS_SLAVE != 0 {
+                self.make_slave(x);
+            } else if flags & MS_PRIVATE != 0 {
+                self.make_private(x);
+            } else if flags & MS_UNBINDABLE != 0 {
+                self.make_unbindable(x);
+            }
+            self.mm(x).cut_ev = Some(ev.clone());
+            self.dirty.push(x);
+            let kids = self.m(x).children.clone();
+            self.dirty.extend(kids);
+        }
+    }
+
+    // ---- copies ------------------------------------------------------------------------------
+
+    pub(super) fn seed_of(&self, k: MKey, rel: String, parent: Option<usize>, mode: CloneMode) -> Seed {
+        let m = self.m(k);
+        let (shared, master) = match mode {
+            CloneMode::Keep => (m.shared, m.master),
+            CloneMode::SharedToSlave => match m.shared {
+                Some(g) => (None, Some(g)),
+                None => (None, m.master),
+            },
+        };
+        Seed {
+            rel,
+            parent,
+            root: m.root.clone(),
+            source: m.source.clone(),
+            fstype: m.fstype.clone(),
+            fs: m.fs,
+            shared,
+            master,
+            unbindable: m.unbindable,
+            family: m.family,
+        }
+    }
+
+    /// Seeds copying what is visible at `path` (bind), with submounts when `rec` (rbind,
+    /// skipping unbindable ones and what is under them).
+    pub(super) fn seeds_at(&self, ns: u64, path: &str, rec: bool, skip_unbindable: bool) -> Option<Vec<Seed>> {
+        let src = self.lookup(ns, path)?;
+        let sm = self.m(src);
+        let rel_in = strip(path, &sm.mountpoint)?.to_string();
+        let mut top = self.seed_of(src, String::new(), None, CloneMode::Keep);
+        top.root = join(&sm.root, &rel_in);
+        let mut out = vec![top];
+        if !rec {
+            return Some(out);
+        }
+        // (mount, index of its seed)
+        let mut stack: Vec<(MKey, usize)> = vec![(src, 0)];
+        while let Some((k, idx)) = stack.pop() {
+            for &c in &self.m(k).children {
+                let cm = self.m(c);
+                if skip_unbindable && cm.unbindable {
+                    continue;
+                }
+                let Some(rel) = strip(&cm.mountpoint, path) else {
+                    continue;
+                };
+                if k == src && rel.is_empty() && cm.parent == Some(src) && path == cm.mountpoint {
+                    // A mount stacked on the bind source itself is not part of the copy.
+                    continue;
+                }
+                let s = self.seed_of(c, rel.to_string(), Some(idx), CloneMode::Keep);
+                out.push(s);
+                stack.push((c, out.len() - 1));
+            }
+        }
+        Some(out)
+    }
+
+    /// Creates the seeds as mounts under `parent` at `at` in `ns`. Returns keys in seed order.
+    pub(super) fn instantiate(
+        &mut self,
+        ns: u64,
+        parent: Option<MKey>,
+        at: &str,
+        seeds: &[Seed],
+        ev: Option<&Ev>,
+    ) -> Vec<MKey> {
+        let mut keys: Vec<MKey> = Vec::with_capacity(seeds.len());
+        for s in seeds {
+            let p = match s.parent {
+                Some(i) => Some(keys[i]),
+                None => parent,
+            };
+            let mountpoint = join(at, &s.rel);
+            let m = Mount {
+                ns,
+                parent: p,
+                children: Vec::new(),
+                mountpoint,
+                root: s.root.clone(),
+                source: s.source.clone(),
+                fstype: s.fstype.clone(),
+                fs: s.fs,
+                kernel_id: None,
+                shared: s.shared,
+                master: s.master,
+                unbindable: s.unbindable,
+                family: s.family,
+                copy_ev: ev.cloned(),
+                copy_prop: prop_str(s.shared, s.master, s.unbindable),
+                cut_ev: None,
+                dentry: None,
+            };
+            let k = self.insert_mount(m);
+            keys.push(k);
+            self.dirty.push(k);
+        }
+        keys
+    }
+
+    /// Attach propagation: after a tree (`keys`, root first) was attached under `dest` at `at`,
+    /// copy it into every peer and slave of `dest` (kernel propagate_mnt).
+    pub(super) fn propagate_attach(&mut self, dest: MKey, at: &str, keys: &[MKey], ev: &Ev) {
+        let Some(g) = self.m(dest).shared else {
+            return;
+        };
+        for &k in keys {
+            if self.m(k).shared.is_none() {
+                self.make_shared(k);
+            }
+        }
+        let Some(dentry) = self.dentry_of(dest, at) else {
+            return;
+        };
+        let base = self.m(keys[0]).mountpoint.clone();
+        let template: Vec<Seed> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| {
+                let rel = strip(&self.m(k).mountpoint, &base).unwrap_or("").to_string();
+                let parent = self
+                    .m(k)
+                    .parent
+                    .and_then(|p| keys[..i].iter().position(|&x| x == p));
+                let mut s = self.seed_of(k, rel, parent, CloneMode::Keep);
+                if i == 0 {
+                    s.parent = None;
+                }
+                s
+            })
+            .collect();
+        let newset: HashSet<MKey> = keys.iter().copied().collect();
+        let src_groups: Vec<Option<u32>> = keys.iter().map(|&k| self.m(k).shared).collect();
+        let src_masters: Vec<Option<u32>> = keys.iter().map(|&k| self.m(k).master).collect();
+        let peers = self.peers.get(&g).cloned().unwrap_or_default();
+        for p in peers {
+            if p == dest || newset.contains(&p) {
+                continue;
+            }
+            self.place(p, &dentry, &template, &src_groups, &src_masters, ev);
+        }
+        let mut visited = HashSet::new();
+        visited.insert(g);
+        self.walk_slaves(g, &src_groups, &dentry, &template, &newset, &mut visited, ev);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk_slaves(
+        &mut self,
+        g: u32,
+        src: &[Option<u32>],
+        dentry: &(u64, String),
+        template: &[Seed],
+        newset: &HashSet<MKey>,
+        visited: &mut HashSet<u32>,
+        ev: &Ev,
+    ) {
+        let slaves = self.slaves.get(&g).cloned().unwrap_or_default();
+        let none: Vec<Option<u32>> = vec![None; template.len()];
+        for x in slaves {
+            if newset.contains(&x) || !self.alive(x) {
+                continue;
+            }
+            match self.m(x).shared {
+                Some(h) => {
+                    if !visited.insert(h) {
+                        continue;
+                    }
+                    let newg: Vec<Option<u32>> =
+                        template.iter().map(|_| Some(self.new_group())).collect();
+                    let mut placed = false;
+                    for y in self.peers.get(&h).cloned().unwrap_or_default() {
+                        if newset.contains(&y) {
+                            continue;
+                        }
+                        placed |= self.place(y, dentry, template, &newg, src, ev);
+                    }
+                    let next = if placed { &newg } else { src };
+                    self.walk_slaves(h, next, dentry, template, newset, visited, ev);
+                }
+                None => {
+                    self.place(x, dentry, template, &none, src, ev);
+                }
+            }
+        }
+    }
+
+    /// One propagated copy of `template` onto receiver `r` at `dentry`, tucked under anything
+    /// already mounted there. Returns false when the dentry is outside `r`'s root.
+    fn place(
+        &mut self,
+        r: MKey,
+        dentry: &(u64, String),
+        template: &[Seed],
+        shared: &[Option<u32>],
+        master: &[Option<u32>],
+        ev: &Ev,
+    ) -> bool {
+        let rm = self.m(r);
+        if rm.fs != dentry.0 {
+            return false;
+        }
+        let Some(rel) = strip(&dentry.1, &rm.root) else {
+            return false;
+        };
+        let path = join(&rm.mountpoint, rel);
+        let ns = rm.ns;
+        let existing: Vec<MKey> = rm
+            .children
+            .iter()
+            .copied()
+            .filter(|&c| self.m(c).mountpoint == path)
+            .collect();
+        let seeds: Vec<Seed> = template
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut s = s.clone();
+                s.shared = shared[i];
+                s.master = master[i];
+                s
+            })
+            .collect();
+        let keys = self.instantiate(ns, Some(r), &path, &seeds, Some(ev));
+        let top = keys[0];
+        for e in existing {
+            self.reparent(e, top);
+        }
+        // Keep the by_path stack bottom-first: the tucked copy goes under what was there.
+        if let Some(n) = self.ns.get_mut(&ns)
+            && let Some(v) = n.by_path.get_mut(&path)
+            && v.len() > 1
+        {
+            v.retain(|&x| x != top);
+            let pos = v
+                .iter()
+                .position(|&x| {
+                    self.mounts[x as usize]
+                        .as_ref()
+                        .is_some_and(|m| m.parent == Some(top))
+                })
+                .unwrap_or(v.len());
+            v.insert(pos, top);
+        }
+        true
+    }
+
+    /// Moves mount `e` to hang under `p` at the same mountpoint path.
+    pub(super) fn reparent(&mut self, e: MKey, p: MKey) {
+        if let Some(old) = self.m(e).parent {
+            self.mm(old).children.retain(|&c| c != e);
+        }
+        self.mm(p).children.push(e);
+        let old_d = self.m(e).dentry.clone();
+        if let Some(d) = &old_d
+            && let Some(v) = self.mp_index.get_mut(d)
+        {
+            v.retain(|&x| x != e);
+            if v.is_empty() {
+                self.mp_index.remove(d);
+            }
+        }
+        let mp = self.m(e).mountpoint.clone();
+        let nd = self.dentry_of(p, &mp);
+        if let Some(d) = &nd {
+            self.mp_index.entry(d.clone()).or_default().push(e);
+        }
+        let m = self.mm(e);
+        m.parent = Some(p);
+        m.dentry = nd;
+    }
+
+    /// Every mount that receives propagation from `p` (peers and slaves, transitively).
+    pub(super) fn prop_tree(&self, p: MKey) -> Vec<MKey> {
+        let mut out = Vec::new();
+        let Some(g) = self.m(p).shared else {
+            return out;
+        };
+        let mut groups = vec![g];
+        let mut seen: HashSet<u32> = HashSet::new();
+        seen.insert(g);
+        while let Some(h) = groups.pop() {
+            if let Some(v) = self.peers.get(&h) {
+                out.extend(v.iter().copied().filter(|&x| x != p));
+            }
+            if let Some(v) = self.slaves.get(&h) {
+                for &x in v {
+                    match self.m(x).shared {
+                        Some(h2) => {
+                            if seen.insert(h2) {
+                                groups.push(h2);
+                            }
+                        }
+                        None => out.push(x),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The mounts an umount of `set` (parents first) takes with it by propagation.
+    pub(super) fn umount_propagation(&self, set: &[MKey]) -> Vec<MKey> {
+        let mut inset: HashSet<MKey> = set.iter().copied().collect();
+        let mut extra = Vec::new();
+        for &u in set.iter().rev() {
+            let um = self.m(u);
+            let Some(p) = um.parent else { continue };
+            let Some(d) = self.dentry_of(p, &um.mountpoint) else {
+                continue;
+            };
+            for r in self.prop_tree(p) {
+                let rm = self.m(r);
+                if rm.fs != d.0 {
+                    continue;
+                }
+                let Some(rel) = strip(&d.1, &rm.root) else {
+                    continue;
+                };
+                let path = join(&rm.mountpoint, rel);
+                // The topmost child of r on that dentry.
+                let c = self
+                    .ns
+                    .get(&rm.ns)
+                    .and_then(|n| n.by_path.get(&path))
+                    .and_then(|v| v.iter().rev().find(|&&x| self.m(x).parent == Some(r)))
+                    .copied();
+                let Some(c) = c else { continue };
+                if inset.contains(&c) {
+                    continue;
+                }
+                if self.m(c).children.iter().all(|x| inset.contains(x)) {
+                    inset.insert(c);
+                    extra.push(c);
+                }
+            }
+        }
+        extra
+    }
+
+    /// Every mount of a namespace, parents first.
+    pub(super) fn ns_mounts(&self, ns: u64) -> Vec<MKey> {
+        let Some(n) = self.ns.get(&ns) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(n.mounts);
+        if let Some(r) = n.root {
+            out = self.subtree(r);
+        }
+        if out.len() < n.mounts {
+            // Orphans (parent outside the namespace): collect them too.
+            let have: HashSet<MKey> = out.iter().copied().collect();
+            let mut rest: Vec<MKey> = n
+                .by_path
+                .values()
+                .flatten()
+                .copied()
+                .filter(|k| !have.contains(k))
+                .collect();
+            rest.sort_unstable();
+            for k in rest {
+                if !out.contains(&k) {
+                    out.extend(self.subtree(k).into_iter().filter(|x| !have.contains(x)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `mnt:[4026531841]` -> 4026531841.
+pub(super) fn nsfs_mnt_inum(root: &str) -> Option<u32> {
+    let r = root.trim_start_matches('/');
+    r.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+}

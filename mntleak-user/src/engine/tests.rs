@@ -1,0 +1,519 @@
+//! Rule and verdict tests on hand-built record streams. The real-kernel oracle lives in
+//! tests/tests/oracle.rs; these pin the intended semantics of each rule and verdict.
+
+use super::*;
+use crate::model::*;
+use crate::report::finding::FindingKind;
+use crate::uapi::*;
+
+const HOST: u64 = 1;
+
+struct S {
+    eng: Engine,
+    ts: u64,
+    out: Vec<Finding>,
+}
+
+fn mi(id: u64, parent: u64, mp: &str, root: &str, fstype: &str, source: &str, dev: (u32, u32), shared: Option<u32>, master: Option<u32>) -> MountInfo {
+    MountInfo {
+        mnt_id: id,
+        parent_id: parent,
+        dev_major: dev.0,
+        dev_minor: dev.1,
+        root: KStr::new(root),
+        mountpoint: KStr::new(mp),
+        fstype: KStr::new(fstype),
+        source: KStr::new(source),
+        propagation: Propagation {
+            shared,
+            master,
+            unbindable: false,
+        },
+        ..Default::default()
+    }
+}
+
+fn ns(id: u64) -> MntNs {
+    MntNs {
+        id,
+        inum: 4026531840 + id as u32,
+    }
+}
+
+impl S {
+    /// A host with `/` (ext4, shared:1), `/run` (tmpfs, shared:2) and `/proc`; pid 1 systemd.
+    fn new() -> Self {
+        Self::with_mounts(vec![])
+    }
+
+    fn with_mounts(extra: Vec<MountInfo>) -> Self {
+        let mut mounts = vec![
+            mi(1, 0, "/", "/", "ext4", "/dev/sda1", (8, 1), Some(1), None),
+            mi(2, 1, "/run", "/", "tmpfs", "tmpfs", (0, 25), Some(2), None),
+            mi(3, 1, "/proc", "/", "proc", "proc", (0, 22), Some(3), None),
+        ];
+        mounts.extend(extra);
+        let snap = Snapshot {
+            ts_ns: 1,
+            host_ns: ns(HOST),
+            namespaces: vec![NamespaceState {
+                ns: ns(HOST),
+                pids: vec![1],
+                mounts,
+            }],
+            processes: vec![ProcessState {
+                pid: 1,
+                ppid: 0,
+                comm: KStr::new("systemd"),
+                mnt_ns: ns(HOST),
+                cgroup: KStr::new("/"),
+            }],
+        };
+        let mut eng = Engine::new(EngineConfig::default());
+        let out = eng.apply(&Record::Snapshot(snap));
+        Self { eng, ts: 100, out }
+    }
+
+    fn ev(&mut self, pid: u32, comm: &str, in_ns: u64, action: Action, ret: Option<i64>, new_ns: Option<u64>) -> Vec<Finding> {
+        self.ts += 10;
+        let e = Event {
+            task: Task {
+                ts_ns: self.ts,
+                pid,
+                tid: pid,
+                ppid: 0,
+                comm: KStr::new(comm),
+                mnt_ns: ns(in_ns),
+                net_ns_inum: 0,
+                cgroup_id: 0,
+            },
+            action,
+            ret,
+            new_mnt_ns: new_ns.map(ns),
+            dir: None,
+        };
+        let f = self.eng.apply(&Record::Event(e));
+        self.out.extend(f.clone());
+        f
+    }
+
+    fn fork(&mut self, parent: u32, comm: &str, in_ns: u64, child: u32) {
+        self.ev(parent, comm, in_ns, Action::Fork { child }, None, Some(in_ns));
+    }
+
+    fn unshare(&mut self, pid: u32, comm: &str, _from: u64, to: u64) -> Vec<Finding> {
+        // The tracer reports the task already in its new namespace at sys_exit_unshare.
+        self.ev(pid, comm, to, Action::Unshare { flags: CLONE_NEWNS }, Some(0), Some(to))
+    }
+
+    fn mount(&mut self, pid: u32, comm: &str, in_ns: u64, source: &str, target: &str, fstype: &str, flags: u64) -> Vec<Finding> {
+        self.ev(
+            pid,
+            comm,
+            in_ns,
+            Action::Mount {
+                source: KStr::new(source),
+                target: KStr::new(target),
+                fstype: KStr::new(fstype),
+                flags,
+            },
+            Some(0),
+            None,
+        )
+    }
+
+    fn umount(&mut self, pid: u32, comm: &str, in_ns: u64, target: &str, flags: u64, ret: i64) -> Vec<Finding> {
+        self.ev(
+            pid,
+            comm,
+            in_ns,
+            Action::Umount {
+                target: KStr::new(target),
+                flags,
+            },
+            Some(ret),
+            None,
+        )
+    }
+
+    fn unlink(&mut self, pid: u32, comm: &str, in_ns: u64, path: &str, rmdir: bool, ret: i64) -> Vec<Finding> {
+        self.ev(
+            pid,
+            comm,
+            in_ns,
+            Action::Unlink {
+                dirfd: AT_FDCWD,
+                path: KStr::new(path),
+                rmdir,
+                call: if rmdir { UnlinkCall::Rmdir } else { UnlinkCall::Unlink },
+            },
+            Some(ret),
+            None,
+        )
+    }
+
+    fn exit(&mut self, pid: u32, comm: &str, in_ns: u64) -> Vec<Finding> {
+        self.ev(pid, comm, in_ns, Action::Exit, None, None)
+    }
+
+    fn has(&self, ns_id: u64, mp: &str) -> bool {
+        self.eng.mount_table(ns_id).iter().any(|m| m.mountpoint == mp)
+    }
+
+    fn get(&self, ns_id: u64, mp: &str) -> ModelMount {
+        self.eng
+            .mount_table(ns_id)
+            .into_iter()
+            .rfind(|m| m.mountpoint == mp)
+            .unwrap_or_else(|| panic!("no {mp} in ns {ns_id}: {:#?}", self.eng.mount_table(ns_id)))
+    }
+}
+
+const MERGED: &str = "/var/lib/docker/overlay2/abc/merged";
+
+fn docker_mounts_merged(s: &mut S) {
+    s.fork(1, "systemd", HOST, 100);
+    s.mount(100, "dockerd", HOST, "overlay", MERGED, "overlay", 0);
+}
+
+fn leaks(f: &[Finding]) -> Vec<&Finding> {
+    f.iter().filter(|f| f.kind == FindingKind::Leak).collect()
+}
+
+#[test]
+fn new_mount_under_shared_parent_is_shared_and_ns_copy_keeps_peers() {
+    let mut s = S::new();
+    docker_mounts_merged(&mut s);
+    let m = s.get(HOST, MERGED);
+    assert!(m.shared.is_some() && m.master.is_none());
+    s.fork(1, "systemd", HOST, 200);
+    s.unshare(200, "svc", HOST, 2);
+    let c = s.get(2, MERGED);
+    assert_eq!(c.shared, m.shared, "namespace copy is a peer");
+    // Propagation of a new mount into the peer namespace.
+    s.mount(100, "dockerd", HOST, "shm", "/var/lib/docker/containers/abc/shm", "tmpfs", 0);
+    assert!(s.has(2, "/var/lib/docker/containers/abc/shm"));
+    // And the umount reaches it: no leak.
+    s.umount(100, "dockerd", HOST, MERGED, 0, 0);
+    assert!(!s.has(2, MERGED));
+    assert!(leaks(&s.out).is_empty());
+}
+
+/// (a) A PrivateTmp-style service unshares after the container mount exists.
+#[test]
+fn mechanism_a_private_service_leaks_and_unlink_resolves() {
+    let mut s = S::new();
+    docker_mounts_merged(&mut s);
+    s.fork(1, "systemd", HOST, 200);
+    let f = s.unshare(200, "svc", HOST, 2);
+    assert!(f.is_empty(), "a peer copy is not at risk: {f:#?}");
+    let f = s.mount(200, "svc", 2, "none", "/", "", MS_REC | MS_PRIVATE);
+    let risk: Vec<_> = f.iter().filter(|f| f.kind == FindingKind::AtRisk).collect();
+    assert_eq!(risk.len(), 1, "{f:#?}");
+    assert_eq!(risk[0].mount.path_in_ns, MERGED);
+    let f = s.umount(100, "dockerd", HOST, MERGED, 0, 0);
+    let l = leaks(&f);
+    assert_eq!(l.len(), 1, "{f:#?}");
+    let l = l[0];
+    assert_eq!(l.id, risk[0].id, "the at-risk finding becomes the leak");
+    assert_eq!(l.reason_code, "private_copy");
+    assert_eq!(l.leaked_by.as_ref().unwrap().syscall, "unshare");
+    assert_eq!(l.leaked_by.as_ref().unwrap().pid, 200);
+    assert!(l.cut_off_by.as_ref().unwrap().detail.contains("MS_PRIVATE"));
+    assert_eq!((l.from_mnt_ns_id, l.into_mnt_ns_id), (HOST, 2));
+    assert_eq!(l.origin.as_ref().unwrap().comm, "dockerd");
+    assert_eq!(l.holders.len(), 1);
+    assert_eq!(l.holders[0].pid, 200);
+    assert!(l.remediation[0].starts_with("nsenter -t 200 -m umount "));
+    assert!(s.has(2, MERGED));
+    // rmdir of the mountpoint in the host detaches the copy (>= 3.18): resolved.
+    let f = s.unlink(100, "dockerd", HOST, MERGED, true, 0);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    let r = f[0].resolved.as_ref().expect("resolved");
+    assert!(r.how.contains("3.18"), "{}", r.how);
+    assert_eq!(r.by.as_ref().unwrap().syscall, "rmdir");
+    assert!(!s.has(2, MERGED));
+    let fin = s.eng.finish();
+    assert_eq!(fin.len(), 1);
+    assert!(fin[0].resolved.is_some());
+}
+
+#[test]
+fn mechanism_a_holder_exit_resolves_and_symptoms_link() {
+    let mut s = S::new();
+    docker_mounts_merged(&mut s);
+    s.fork(1, "systemd", HOST, 200);
+    s.unshare(200, "svc", HOST, 2);
+    s.mount(200, "svc", 2, "none", "/", "", MS_REC | MS_PRIVATE);
+    s.umount(100, "dockerd", HOST, MERGED, 0, 0);
+    // An old kernel (no detach on unlink) reports EBUSY on rmdir: linked as a symptom.
+    let f = s.unlink(100, "dockerd", HOST, MERGED, true, -16);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].symptoms.last().unwrap().errno, "EBUSY");
+    let f = s.exit(200, "svc", 2);
+    assert_eq!(f.len(), 1);
+    assert!(f[0].resolved.as_ref().unwrap().how.contains("last process"));
+    assert_eq!(s.eng.stats().namespaces, 1, "the service namespace died");
+}
+
+/// (e) benign: a slave service namespace (systemd --propagation slave, then rshared).
+#[test]
+fn mechanism_e_slave_service_is_reached() {
+    let mut s = S::new();
+    docker_mounts_merged(&mut s);
+    s.fork(1, "systemd", HOST, 200);
+    s.unshare(200, "svc", HOST, 2);
+    s.mount(200, "svc", 2, "none", "/", "", MS_REC | MS_SLAVE);
+    s.mount(200, "svc", 2, "none", "/", "", MS_REC | MS_SHARED);
+    let c = s.get(2, MERGED);
+    let h = s.get(HOST, MERGED);
+    assert_eq!(c.master, h.shared);
+    assert!(c.shared.is_some() && c.shared != h.shared);
+    s.umount(100, "dockerd", HOST, MERGED, 0, 0);
+    assert!(!s.has(2, MERGED));
+    assert!(s.out.is_empty(), "{:#?}", s.out);
+    // The slave's own mounts do not flow back to the master.
+    s.mount(200, "svc", 2, "tmpfs", "/var/lib/x", "tmpfs", 0);
+    assert!(!s.has(HOST, "/var/lib/x"));
+}
+
+/// (b) A container rbinds /var/lib/docker and makes it rprivate.
+#[test]
+fn mechanism_b_rbind_rprivate_leaks_naming_the_rbind() {
+    let mut s = S::new();
+    docker_mounts_merged(&mut s);
+    s.fork(1, "systemd", HOST, 300);
+    s.ev(300, "runc", HOST, Action::Clone { flags: CLONE_NEWNS, clone3: false }, Some(301), Some(3));
+    s.mount(301, "runc:[2:INIT]", 3, "none", "/", "", MS_REC | MS_SLAVE);
+    s.mount(301, "runc:[2:INIT]", 3, "/var/lib/docker", "/rootfs/var/lib/docker", "", MS_BIND | MS_REC);
+    s.mount(301, "runc:[2:INIT]", 3, "none", "/rootfs/var/lib/docker", "", MS_REC | MS_PRIVATE);
+    assert!(s.has(3, "/rootfs/var/lib/docker/overlay2/abc/merged"));
+    assert!(!s.has(HOST, "/rootfs/var/lib/docker"), "a slave's rbind does not flow to the host");
+    let f = s.umount(100, "dockerd", HOST, MERGED, 0, 0);
+    let l = leaks(&f);
+    assert_eq!(l.len(), 1, "{f:#?}");
+    assert_eq!(l[0].mount.path_in_ns, "/rootfs/var/lib/docker/overlay2/abc/merged");
+    let by = l[0].leaked_by.as_ref().unwrap();
+    assert_eq!((by.syscall.as_str(), by.pid), ("mount", 301));
+    assert!(by.detail.contains("MS_BIND|MS_REC"), "{}", by.detail);
+    assert!(l[0].remediation.iter().any(|r| r.contains("rslave")));
+    assert!(!s.has(3, MERGED), "the slave copy at the original path was reached");
+}
+
+/// (c) dockerd restarted into a new namespace: its old mounts are stranded.
+#[test]
+fn mechanism_c_daemon_restart_strands_mounts() {
+    let mut s = S::new();
+    s.fork(1, "systemd", HOST, 100);
+    s.unshare(100, "dockerd", HOST, 10);
+    s.mount(100, "dockerd", 10, "none", "/", "", MS_REC | MS_SLAVE);
+    s.mount(100, "dockerd", 10, "overlay", MERGED, "overlay", 0);
+    assert!(!s.has(HOST, MERGED));
+    s.fork(100, "dockerd", 10, 150);
+    s.ev(150, "containerd-shim", 10, Action::Exec { filename: KStr::new("/usr/bin/containerd-shim") }, None, None);
+    s.exit(100, "dockerd", 10);
+    s.fork(1, "systemd", HOST, 300);
+    s.unshare(300, "dockerd", HOST, 11);
+    s.mount(300, "dockerd", 11, "none", "/", "", MS_REC | MS_SLAVE);
+    let f = s.umount(300, "dockerd", 11, MERGED, 0, -22);
+    let l = leaks(&f);
+    assert_eq!(l.len(), 1, "{f:#?}");
+    let l = l[0];
+    assert_eq!(l.reason_code, "stranded");
+    assert_eq!((l.from_mnt_ns_id, l.into_mnt_ns_id), (11, 10));
+    assert_eq!(l.leaked_by.as_ref().unwrap().pid, 300);
+    assert_eq!(l.leaked_by.as_ref().unwrap().syscall, "unshare");
+    assert_eq!(l.holders.iter().map(|h| h.pid).collect::<Vec<_>>(), vec![150]);
+    assert_eq!(l.symptoms[0].errno, "EINVAL");
+    // The shim exits: the namespace dies and the stranded mount with it.
+    let f = s.exit(150, "containerd-shim", 10);
+    assert!(f[0].resolved.is_some());
+}
+
+/// (d) `/` rbound at /rootfs rprivate: later netns files do not reach the private copy;
+/// earlier ones were copied and leak on `ip netns del` until the unlink detaches them.
+#[test]
+fn mechanism_d_netns_and_rootfs_rbind() {
+    let mut s = S::with_mounts(vec![
+        mi(4, 2, "/run/netns", "/netns", "tmpfs", "tmpfs", (0, 25), Some(4), None),
+        mi(5, 4, "/run/netns/old", "net:[4026532001]", "nsfs", "nsfs", (0, 4), Some(5), None),
+    ]);
+    s.fork(1, "systemd", HOST, 300);
+    s.ev(300, "runc", HOST, Action::Clone { flags: CLONE_NEWNS, clone3: false }, Some(301), Some(20));
+    s.mount(301, "runc", 20, "none", "/", "", MS_REC | MS_SLAVE);
+    s.mount(301, "runc", 20, "/", "/rootfs", "", MS_BIND | MS_REC);
+    let f = s.mount(301, "runc", 20, "none", "/rootfs", "", MS_REC | MS_PRIVATE);
+    assert!(
+        f.iter().any(|f| f.kind == FindingKind::AtRisk && f.mount.path_in_ns == "/rootfs/run/netns/old"),
+        "{f:#?}"
+    );
+    // ip netns add new
+    s.fork(1, "systemd", HOST, 400);
+    s.mount(400, "ip", HOST, "/proc/400/ns/net", "/run/netns/new", "", MS_BIND);
+    assert!(s.has(20, "/run/netns/new"));
+    assert!(!s.has(20, "/rootfs/run/netns/new"));
+    // ip netns del old
+    let f = s.umount(400, "ip", HOST, "/run/netns/old", MNT_DETACH, 0);
+    let l = leaks(&f);
+    assert_eq!(l.len(), 1, "{f:#?}");
+    assert_eq!(l[0].mount.path_in_ns, "/rootfs/run/netns/old");
+    assert!(!s.has(20, "/run/netns/old"));
+    let f = s.unlink(400, "ip", HOST, "/run/netns/old", false, 0);
+    assert_eq!(f.len(), 1);
+    assert!(f[0].resolved.is_some());
+    assert!(!s.has(20, "/rootfs/run/netns/old"));
+}
+
+#[test]
+fn slave_of_slave_chain_and_umount() {
+    let mut s = S::new();
+    s.fork(1, "systemd", HOST, 10);
+    s.unshare(10, "a", HOST, 2);
+    s.mount(10, "a", 2, "none", "/", "", MS_REC | MS_SLAVE);
+    s.mount(10, "a", 2, "none", "/", "", MS_REC | MS_SHARED);
+    s.fork(10, "a", 2, 11);
+    s.unshare(11, "b", 2, 3);
+    s.mount(11, "b", 3, "none", "/", "", MS_REC | MS_SLAVE);
+    s.mount(1, "systemd", HOST, "tmpfs", "/mnt", "tmpfs", 0);
+    assert!(s.has(2, "/mnt") && s.has(3, "/mnt"));
+    let (a, b) = (s.get(2, "/mnt"), s.get(3, "/mnt"));
+    assert_eq!(b.master, a.shared, "slave of the middle namespace's new group");
+    s.umount(1, "systemd", HOST, "/mnt", 0, 0);
+    assert!(!s.has(2, "/mnt") && !s.has(3, "/mnt"));
+}
+
+#[test]
+fn unbindable_is_skipped_by_rbind_and_newuser_makes_slaves() {
+    let mut s = S::new();
+    s.mount(1, "systemd", HOST, "tmpfs", "/srv", "tmpfs", 0);
+    s.mount(1, "systemd", HOST, "tmpfs", "/srv/u", "tmpfs", 0);
+    s.mount(1, "systemd", HOST, "none", "/srv/u", "", MS_UNBINDABLE);
+    s.mount(1, "systemd", HOST, "/srv", "/mnt", "", MS_BIND | MS_REC);
+    assert!(s.has(HOST, "/mnt") && !s.has(HOST, "/mnt/u"));
+    assert!(s.get(HOST, "/srv/u").unbindable);
+    s.fork(1, "systemd", HOST, 20);
+    s.ev(20, "podman", HOST, Action::Unshare { flags: CLONE_NEWNS | CLONE_NEWUSER }, Some(0), Some(5));
+    let (h, c) = (s.get(HOST, "/srv"), s.get(5, "/srv"));
+    assert_eq!((c.shared, c.master), (None, h.shared));
+    assert!(s.get(5, "/srv/u").unbindable, "a namespace copy keeps unbindable mounts");
+}
+
+#[test]
+fn move_and_new_mount_api() {
+    let mut s = S::new();
+    s.mount(1, "systemd", HOST, "tmpfs", "/a", "tmpfs", 0);
+    s.mount(1, "systemd", HOST, "tmpfs", "/a/b", "tmpfs", 0);
+    s.mount(1, "systemd", HOST, "none", "/", "", MS_REC | MS_PRIVATE);
+    s.mount(1, "systemd", HOST, "/a", "/c", "", MS_MOVE);
+    assert!(!s.has(HOST, "/a") && s.has(HOST, "/c") && s.has(HOST, "/c/b"));
+    s.ev(1, "systemd", HOST, Action::Fsopen { fstype: KStr::new("tmpfs"), flags: 0 }, Some(3), None);
+    s.ev(1, "systemd", HOST, Action::Fsconfig { fd: 3, cmd: FSCONFIG_SET_STRING, key: KStr::new("source"), value: KStr::new("mytmp") }, Some(0), None);
+    s.ev(1, "systemd", HOST, Action::Fsmount { fd: 3, flags: 0, attr_flags: 0 }, Some(4), None);
+    s.ev(1, "systemd", HOST, Action::MoveMount { from_dirfd: 4, from_path: KStr::new(""), to_dirfd: AT_FDCWD, to_path: KStr::new("/d"), flags: MOVE_MOUNT_F_EMPTY_PATH }, Some(0), None);
+    assert_eq!(s.get(HOST, "/d").source, "mytmp");
+    s.ev(1, "systemd", HOST, Action::OpenTree { dirfd: AT_FDCWD, path: KStr::new("/c"), flags: OPEN_TREE_CLONE | AT_RECURSIVE }, Some(5), None);
+    s.ev(1, "systemd", HOST, Action::MoveMount { from_dirfd: 5, from_path: KStr::new(""), to_dirfd: AT_FDCWD, to_path: KStr::new("/e"), flags: MOVE_MOUNT_F_EMPTY_PATH }, Some(0), None);
+    assert!(s.has(HOST, "/e") && s.has(HOST, "/e/b"));
+    s.ev(1, "systemd", HOST, Action::MountSetattr { dirfd: AT_FDCWD, path: KStr::new("/e"), flags: AT_RECURSIVE, attr_set: 0, attr_clr: 0, propagation: MS_SHARED }, Some(0), None);
+    assert!(s.get(HOST, "/e/b").shared.is_some());
+    // A failed call changes nothing.
+    s.umount(1, "systemd", HOST, "/e/b", 0, -16);
+    assert!(s.has(HOST, "/e/b"));
+}
+
+#[test]
+fn pivot_root_and_chroot_paths() {
+    let mut s = S::new();
+    s.fork(1, "systemd", HOST, 50);
+    s.unshare(50, "runc", HOST, 7);
+    s.mount(50, "runc", 7, "none", "/", "", MS_REC | MS_PRIVATE);
+    s.mount(50, "runc", 7, "overlay", "/r", "overlay", 0);
+    s.mount(50, "runc", 7, "proc", "/r/proc", "proc", 0);
+    s.ev(50, "runc", 7, Action::PivotRoot { new_root: KStr::new("/r"), put_old: KStr::new("/r/old") }, Some(0), None);
+    assert_eq!(s.get(7, "/").fstype, "overlay");
+    assert!(s.has(7, "/proc") && s.has(7, "/old") && s.has(7, "/old/run"));
+    s.umount(50, "runc", 7, "/old", MNT_DETACH, 0);
+    assert!(!s.has(7, "/old/run"));
+    s.ev(50, "runc", 7, Action::Chroot { path: KStr::new("/proc") }, Some(0), None);
+    s.mount(50, "runc", 7, "tmpfs", "/x", "tmpfs", 0);
+    assert!(s.has(7, "/proc/x"));
+}
+
+#[test]
+fn nsfs_pin_keeps_namespace_alive() {
+    let mut s = S::new();
+    s.fork(1, "systemd", HOST, 60);
+    s.unshare(60, "holder", HOST, 8);
+    let inum = ns(8).inum;
+    // Pin ns 8 from the host with a bind of its nsfs file (root shows mnt:[inum]).
+    s.ev(1, "systemd", HOST, Action::Fsopen { fstype: KStr::new("nsfs"), flags: 0 }, Some(3), None);
+    s.ev(1, "systemd", HOST, Action::Fsconfig { fd: 3, cmd: FSCONFIG_SET_STRING, key: KStr::new("source"), value: KStr::new(&format!("mnt:[{inum}]")) }, Some(0), None);
+    s.ev(1, "systemd", HOST, Action::Fsmount { fd: 3, flags: 0, attr_flags: 0 }, Some(4), None);
+    s.ev(1, "systemd", HOST, Action::MoveMount { from_dirfd: 4, from_path: KStr::new(""), to_dirfd: AT_FDCWD, to_path: KStr::new("/run/pin"), flags: MOVE_MOUNT_F_EMPTY_PATH }, Some(0), None);
+    s.exit(60, "holder", 8);
+    assert!(!s.eng.mount_table(8).is_empty(), "pinned namespace lives on");
+    s.umount(1, "systemd", HOST, "/run/pin", 0, 0);
+    assert!(s.eng.mount_table(8).is_empty(), "unpinned namespace died");
+}
+
+#[test]
+fn focus_filters_leaks() {
+    let mut s = S::new();
+    s.eng.cfg.focus = vec![ContainerInfo {
+        id: "abc".into(),
+        mount_paths: vec!["/var/lib/docker/overlay2/zzz/merged".into()],
+        ..Default::default()
+    }];
+    docker_mounts_merged(&mut s);
+    s.fork(1, "systemd", HOST, 200);
+    s.unshare(200, "svc", HOST, 2);
+    s.mount(200, "svc", 2, "none", "/", "", MS_REC | MS_PRIVATE);
+    s.umount(100, "dockerd", HOST, MERGED, 0, 0);
+    assert!(s.out.is_empty(), "not the focused container: {:#?}", s.out);
+}
+
+#[test]
+fn rendering_escapes_and_keeps_keys() {
+    let mut s = S::new();
+    s.fork(1, "systemd", HOST, 100);
+    s.mount(100, "evil\x1b[2J", HOST, "overlay", MERGED, "overlay", 0);
+    s.fork(1, "systemd", HOST, 200);
+    s.unshare(200, "svc", HOST, 2);
+    s.mount(200, "svc", 2, "none", "/", "", MS_REC | MS_PRIVATE);
+    let f = s.umount(100, "dockerd", HOST, MERGED, 0, 0);
+    let l = leaks(&f)[0];
+    let wall = |t: u64| format!("T{t}");
+    let txt = crate::report::finding::finding_text(l, &wall);
+    assert!(!txt.contains('\x1b') && txt.contains("evil\\x1b[2J"), "{txt}");
+    assert!(txt.contains("leaked by:   unshare"), "{txt}");
+    let j = crate::report::finding::finding_json(l, &wall);
+    for k in ["kind", "mount", "origin", "leaked_by", "from_mnt_ns_id", "into_mnt_ns_id", "reason", "symptoms", "holders", "remediation"] {
+        assert!(j.get(k).is_some(), "missing {k}: {j}");
+    }
+    assert_eq!(j["kind"], "leak");
+    for k in ["source", "fstype", "path", "mount_id"] {
+        assert!(j["mount"].get(k).is_some(), "missing mount.{k}");
+    }
+    assert_eq!(j["leaked_by"]["syscall"], "unshare");
+    assert!(j["origin"]["wall"].is_string());
+}
+
+#[test]
+fn memory_stays_flat_over_churn() {
+    let mut s = S::new();
+    for i in 0..2000u32 {
+        let pid = 1000 + i;
+        let n = 100 + i as u64;
+        s.fork(1, "systemd", HOST, pid);
+        s.unshare(pid, "svc", HOST, n);
+        s.mount(pid, "svc", n, "none", "/", "", MS_REC | MS_PRIVATE);
+        s.mount(1, "dockerd", HOST, "overlay", MERGED, "overlay", 0);
+        s.umount(1, "dockerd", HOST, MERGED, 0, 0);
+        s.unlink(1, "dockerd", HOST, MERGED, true, 0);
+        s.exit(pid, "svc", n);
+    }
+    let st = s.eng.stats();
+    assert_eq!((st.processes, st.namespaces, st.mounts), (1, 1, 3), "{st:?}");
+    assert!(st.families <= 4, "{st:?}");
+    assert!(st.resolved_leaks <= MAX_RESOLVED);
+}

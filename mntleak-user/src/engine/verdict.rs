@@ -1,0 +1,431 @@
+//! Verdicts: a copy that survives the owner's umount is a leak; a copy the owner's umount would
+//! not reach is at risk; a mount whose creator left its namespace is stranded.
+
+use std::collections::{HashMap, HashSet};
+
+use super::state::{Cause, Ev, MKey, Mount};
+use super::{Engine, MAX_RESOLVED, errno_name};
+use crate::model::{Action, Event};
+use crate::report::finding::{
+    EventRef, Finding, FindingKind, FindingMount, Holder, Origin, Resolved, Symptom,
+};
+
+const MAX_SYMPTOMS: usize = 32;
+const MAX_RECENT: usize = 256;
+const MAX_HOLDERS: usize = 16;
+
+fn evref(e: &Ev, propagation: Option<String>) -> EventRef {
+    EventRef {
+        pid: e.pid,
+        comm: e.comm.clone(),
+        syscall: e.syscall.to_string(),
+        time: e.ts,
+        mnt_ns_id: e.ns,
+        detail: e.detail.clone(),
+        propagation,
+    }
+}
+
+fn explain(syscall: &str, errno: &str) -> &'static str {
+    match (syscall, errno) {
+        ("umount2", "EINVAL") => {
+            "the path is not a mount in the caller's namespace: the mount lives in another namespace"
+        }
+        ("umount2", "ENOENT") => "the path does not exist in the caller's namespace",
+        ("umount2", "EBUSY") => {
+            "the mount is busy; a busy slave copy in another namespace also fails the master's umount"
+        }
+        ("rmdir" | "unlink" | "unlinkat", "EBUSY") => {
+            "the path is a mountpoint (on kernels before 3.18 also when only another namespace mounts on it)"
+        }
+        ("mount" | "move_mount", "EBUSY") => {
+            "the device, or the overlay upper/work directory, is still in use by a surviving copy"
+        }
+        _ => "failed call on a path involved in the leak",
+    }
+}
+
+impl Engine {
+    fn holders(&self, ns: u64) -> Vec<Holder> {
+        let mut v: Vec<Holder> = self
+            .ns
+            .get(&ns)
+            .map(|n| {
+                n.members
+                    .iter()
+                    .map(|&pid| Holder {
+                        pid,
+                        comm: self.procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|h| h.pid);
+        v.truncate(MAX_HOLDERS);
+        v
+    }
+
+    /// Why the owner's umount does not reach copy `c`.
+    fn reason(&self, c: &Mount, owner: Option<(Option<u32>, Option<u32>)>) -> (String, String) {
+        let copy_how = match &c.copy_ev {
+            Some(e) => format!("created by {} (pid {} {})", e.detail, e.pid, e.comm),
+            None => "present when the capture began".to_string(),
+        };
+        let cut = match &c.cut_ev {
+            Some(e) => format!(", then changed by {} (pid {} {})", e.detail, e.pid, e.comm),
+            None => String::new(),
+        };
+        if c.shared.is_none() && c.master.is_none() {
+            return (
+                "private_copy".into(),
+                format!(
+                    "B's copy is private ({copy_how}{cut}): umount events never propagate to a private mount"
+                ),
+            );
+        }
+        if let Some((_, Some(om))) = owner
+            && c.shared == Some(om)
+        {
+            return (
+                "slave_direction".into(),
+                format!(
+                    "A's mount is a slave of B's peer group ({copy_how}{cut}): umount does not propagate from slave to master"
+                ),
+            );
+        }
+        let parent_private = c
+            .parent
+            .and_then(|p| self.mounts.get(p as usize).and_then(|m| m.as_ref()))
+            .map(|p| (p.mountpoint.clone(), p.shared.is_none() && p.master.is_none()));
+        if let Some((pmp, true)) = parent_private {
+            return (
+                "parent_not_propagating".into(),
+                format!(
+                    "B's copy hangs on {pmp}, a private mount in B ({copy_how}{cut}): umount propagates through the parent mount, which receives nothing from A"
+                ),
+            );
+        }
+        (
+            "different_peer_group".into(),
+            format!(
+                "B's copy ({}) is not a peer or slave of A's mount's parent group ({copy_how}{cut})",
+                c.prop_string()
+            ),
+        )
+    }
+
+    fn remediation(&self, f: &Finding) -> Vec<String> {
+        let mut r = Vec::new();
+        let target = if f.reason_code == "stranded" {
+            &f.mount.path
+        } else {
+            &f.mount.path_in_ns
+        };
+        if let Some(h) = f.holders.first() {
+            r.push(format!("nsenter -t {} -m umount {}", h.pid, target));
+            let names: Vec<String> = f
+                .holders
+                .iter()
+                .map(|h| format!("{} (pid {})", h.comm, h.pid))
+                .collect();
+            r.push(format!(
+                "or stop/restart the holder so its namespace goes away: {}",
+                names.join(", ")
+            ));
+        }
+        if let Some(p) = &f.pin {
+            r.push(format!(
+                "remove the pin keeping the namespace alive: umount the {p} (and close fds open on it)"
+            ));
+        }
+        let by = f.leaked_by.as_ref();
+        let cut = f.cut_off_by.as_ref();
+        match f.reason_code.as_str() {
+            "stranded" => r.push(
+                "run the owner's umount in the namespace that holds the mount; keep the daemon's namespace across restarts (MountFlags=shared, or docker live-restore)".into(),
+            ),
+            _ => {
+                if by.is_some_and(|e| e.detail.contains("MS_BIND|MS_REC"))
+                    || cut.is_some_and(|e| e.detail.contains("MS_REC|MS_PRIVATE"))
+                        && by.is_some_and(|e| e.syscall == "mount")
+                {
+                    r.push("bind host paths with rslave (HostToContainer) propagation instead of rprivate, so the runtime's umounts reach the copy".into());
+                }
+                if by.is_some_and(|e| e.syscall == "unshare" || e.syscall.starts_with("clone") || e.syscall == "fork") {
+                    r.push("give the service a slave namespace (systemd MountFlags=slave, unshare --propagation slave) or avoid PrivateTmp/ProtectSystem for services that must not hold container mounts".into());
+                }
+            }
+        }
+        r.push("do not lazily detach (umount -l) as the fix: it hides the mount but keeps the filesystem busy".into());
+        r
+    }
+
+    fn build(&mut self, kind: FindingKind, c: MKey, owner: Option<(Option<u32>, Option<u32>)>, umount: Option<&Ev>) -> Option<Finding> {
+        let id = match self.at_risk.get(&c) {
+            Some(f) => f.id,
+            None => {
+                self.next_finding += 1;
+                self.next_finding
+            }
+        };
+        let m = self.m(c);
+        let fam = self.families.get(m.family as usize)?.as_ref()?;
+        let (reason_code, reason) = self.reason(m, owner);
+        let holders = self.holders(m.ns);
+        let inum = self.ns.get(&m.ns).map(|n| n.inum).unwrap_or(0);
+        let pin = if holders.is_empty() { self.pin_path(inum) } else { None };
+        let path_in_ns = m.mountpoint.clone();
+        let symptoms: Vec<Symptom> = self
+            .recent_symptoms
+            .iter()
+            .filter(|s| s.path == fam.path || s.path == path_in_ns || s.path == fam.source)
+            .cloned()
+            .collect();
+        let mut f = Finding {
+            kind,
+            id,
+            mount: FindingMount {
+                source: fam.source.clone(),
+                fstype: fam.fstype.clone(),
+                path: fam.path.clone(),
+                path_in_ns,
+                mount_id: m.kernel_id,
+            },
+            origin: fam.origin.as_ref().map(|o| Origin {
+                pid: o.pid,
+                comm: o.comm.clone(),
+                mnt_ns_id: fam.origin_ns,
+                time: o.ts,
+            }),
+            leaked_by: m.copy_ev.as_ref().map(|e| evref(e, Some(m.copy_prop.clone()))),
+            cut_off_by: m.cut_ev.as_ref().map(|e| evref(e, Some(m.prop_string()))),
+            from_mnt_ns_id: fam.origin_ns,
+            into_mnt_ns_id: m.ns,
+            reason_code,
+            reason,
+            umount: umount.map(|e| evref(e, None)),
+            symptoms,
+            holders,
+            pin,
+            resolved: None,
+            remediation: Vec::new(),
+        };
+        f.remediation = self.remediation(&f);
+        Some(f)
+    }
+
+    /// After the owner's copies went (umount, or an unlink elsewhere): every surviving member of
+    /// the family in another namespace is a leak.
+    pub(super) fn leaks_after_removal(&mut self, removed: &[(u32, u64, Option<u32>, Option<u32>)], ev: &Ev, _path: &str) {
+        let mut done: HashSet<u32> = HashSet::new();
+        for &(fam, ns, shared, master) in removed {
+            let Some(Some(f)) = self.families.get(fam as usize) else {
+                continue;
+            };
+            if ns != f.origin_ns || !done.insert(fam) || !self.family_relevant(f) {
+                continue;
+            }
+            if f.members.iter().any(|&k| self.m(k).ns == f.origin_ns) {
+                continue; // the owner still has it
+            }
+            let mut survivors: Vec<MKey> = f.members.iter().copied().collect();
+            survivors.sort_unstable();
+            for c in survivors {
+                if self.leak_by_mount.contains_key(&c) {
+                    continue;
+                }
+                if let Some(fd) = self.build(FindingKind::Leak, c, Some((shared, master)), Some(ev)) {
+                    self.at_risk.remove(&c);
+                    self.leak_by_mount.insert(c, fd.id);
+                    self.out.push(fd.clone());
+                    self.leaks.insert(fd.id, fd);
+                }
+            }
+        }
+    }
+
+    /// A mount left the model: resolve its leak, drop its at-risk entry.
+    pub(super) fn on_mount_gone(&mut self, k: MKey, m: &Mount, cause: &Cause) {
+        self.at_risk.remove(&k);
+        let Some(id) = self.leak_by_mount.remove(&k) else {
+            return;
+        };
+        let Some(mut f) = self.leaks.remove(&id) else {
+            return;
+        };
+        let (how, ev) = match cause {
+            Cause::Umount(e) if e.ns == m.ns => ("unmounted inside the foreign namespace".to_string(), Some(e)),
+            Cause::Umount(e) => ("reached by a later umount's propagation".to_string(), Some(e)),
+            Cause::Unlink(e) => (
+                "its mountpoint was removed in another namespace; the kernel (>= 3.18) detached the copy".to_string(),
+                Some(e),
+            ),
+            Cause::NsDeath(Some(e)) => ("the last process of the namespace exited".to_string(), Some(e)),
+            Cause::NsDeath(None) => ("the namespace lost its last pin".to_string(), None),
+            Cause::Fact => ("the kernel no longer lists it".to_string(), None),
+        };
+        let time = ev.map(|e| e.ts).unwrap_or(0);
+        f.resolved = Some(Resolved {
+            how,
+            time,
+            by: ev.map(|e| evref(e, None)),
+        });
+        self.out.push(f.clone());
+        self.resolved.push_back(f);
+        while self.resolved.len() > MAX_RESOLVED {
+            self.resolved.pop_front();
+        }
+    }
+
+    /// Copies created or changed by this record that the owner's umount would not reach.
+    pub(super) fn check_at_risk(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut reach: HashMap<MKey, HashSet<MKey>> = HashMap::new();
+        for c in dirty {
+            if !self.alive(c) || self.leak_by_mount.contains_key(&c) {
+                continue;
+            }
+            let m = self.m(c);
+            let Some(Some(f)) = self.families.get(m.family as usize) else {
+                continue;
+            };
+            if m.ns == f.origin_ns || !f.container_looking {
+                continue;
+            }
+            let Some(o) = f
+                .members
+                .iter()
+                .copied()
+                .filter(|&x| self.m(x).ns == f.origin_ns)
+                .min()
+            else {
+                continue;
+            };
+            let owner = (self.m(o).shared, self.m(o).master);
+            let r = reach.entry(o).or_insert_with(|| {
+                self.umount_propagation(&[o]).into_iter().collect()
+            });
+            if r.contains(&c) {
+                self.at_risk.remove(&c);
+            } else if !self.at_risk.contains_key(&c)
+                && let Some(fd) = self.build(FindingKind::AtRisk, c, Some(owner), None)
+            {
+                self.out.push(fd.clone());
+                self.at_risk.insert(c, fd);
+            }
+        }
+    }
+
+    /// A failed call: remember it, link it to open findings, and detect stranded mounts.
+    pub(super) fn symptom(&mut self, e: &Event, ns: u64, ret: i64) {
+        let (path, source) = match &e.action {
+            Action::Umount { target, .. } => (target.as_str(), None),
+            Action::Unlink { path, .. } => (path.as_str(), None),
+            Action::Mount { source, target, .. } => (target.as_str(), Some(source.as_str())),
+            Action::MoveMount { to_path, .. } => (to_path.as_str(), None),
+            _ => return,
+        };
+        let root = self.procs.get(&e.task.pid).map(|p| p.root.clone()).unwrap_or_default();
+        let full = super::paths::resolve(&root, e.dir.as_ref().map(|d| d.as_str()), path);
+        let errno = errno_name(ret);
+        let s = Symptom {
+            pid: e.task.pid,
+            comm: e.task.comm.as_str().to_string(),
+            syscall: e.action.name().to_string(),
+            path: full.clone(),
+            ret,
+            errno: errno.to_string(),
+            time: e.task.ts_ns,
+            explanation: explain(e.action.name(), errno).to_string(),
+        };
+        self.recent_symptoms.push_back(s.clone());
+        if self.recent_symptoms.len() > MAX_RECENT {
+            self.recent_symptoms.pop_front();
+        }
+        let mut changed = Vec::new();
+        for f in self.leaks.values_mut().chain(self.at_risk.values_mut()) {
+            let hit = f.mount.path == full
+                || f.mount.path_in_ns == full
+                || source.is_some_and(|src| src == f.mount.source && src.starts_with('/'));
+            if hit && f.symptoms.len() < MAX_SYMPTOMS {
+                f.symptoms.push(s.clone());
+                changed.push(f.clone());
+            }
+        }
+        self.out.extend(changed);
+        if matches!(e.action, Action::Umount { .. }) && (errno == "EINVAL" || errno == "ENOENT") {
+            self.stranded(e, ns, &full, s);
+        }
+    }
+
+    /// The creator (same pid or same comm) fails to umount a path it mounted in a namespace it
+    /// has left, while others keep that namespace alive.
+    fn stranded(&mut self, e: &Event, ns: u64, path: &str, sym: Symptom) {
+        if self.mount_at(ns, path).is_some() {
+            return;
+        }
+        let comm = e.task.comm.as_str();
+        let mut hits: Vec<(u64, MKey)> = Vec::new();
+        for (&aid, a) in &self.ns {
+            if aid == ns {
+                continue;
+            }
+            let Some(&k) = a.by_path.get(path).and_then(|v| v.last()) else {
+                continue;
+            };
+            let m = self.m(k);
+            let Some(Some(f)) = self.families.get(m.family as usize) else {
+                continue;
+            };
+            if f.origin_ns != aid || !self.family_relevant(f) {
+                continue;
+            }
+            let Some(o) = &f.origin else { continue };
+            if (o.pid == e.task.pid || o.comm == comm) && !self.leak_by_mount.contains_key(&k) {
+                hits.push((aid, k));
+            }
+        }
+        hits.sort_unstable();
+        let leaving: Option<Ev> = self
+            .procs
+            .get(&e.task.pid)
+            .and_then(|p| p.ns_change.clone())
+            .or_else(|| self.ns.get(&ns).and_then(|n| n.created_by.clone()));
+        for (aid, k) in hits {
+            let Some(mut f) = self.build(FindingKind::Leak, k, None, None) else {
+                continue;
+            };
+            f.reason_code = "stranded".into();
+            f.reason = format!(
+                "the mount's creator ({}) now runs in mnt ns {} and cannot reach mnt ns {}, which other processes keep alive",
+                comm, ns, aid
+            );
+            f.from_mnt_ns_id = ns;
+            f.into_mnt_ns_id = aid;
+            f.leaked_by = leaving.as_ref().map(|e| evref(e, None));
+            f.cut_off_by = None;
+            f.umount = Some(EventRef {
+                pid: sym.pid,
+                comm: sym.comm.clone(),
+                syscall: sym.syscall.clone(),
+                time: sym.time,
+                mnt_ns_id: ns,
+                detail: format!("umount2({}) = {} {}", path, sym.ret, sym.errno),
+                propagation: None,
+            });
+            if !f.symptoms.contains(&sym) {
+                f.symptoms.push(sym.clone());
+            }
+            f.remediation = self.remediation(&f);
+            self.at_risk.remove(&k);
+            self.leak_by_mount.insert(k, f.id);
+            self.out.push(f.clone());
+            self.leaks.insert(f.id, f);
+        }
+    }
+}

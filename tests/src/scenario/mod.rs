@@ -1,0 +1,444 @@
+//! Real-kernel scenarios for the engine: namespaces held by `sleep` processes inside a private
+//! root namespace, operations run with `nsenter -t <holder> -m`, and the `Record`s the tracer
+//! would have produced synthesized alongside (real namespace ids, real results), so the engine
+//! can be checked against `/proc/<pid>/mountinfo`. Included with `#[path]` by the tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+
+use mntleak::model::*;
+use mntleak::uapi::*;
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// (inode, 64-bit id) of a process's mount namespace.
+pub fn ns_of(pid: u32) -> std::io::Result<MntNs> {
+    use std::os::unix::fs::MetadataExt;
+    let p = format!("/proc/{pid}/ns/mnt");
+    let f = std::fs::File::open(&p)?;
+    let inum = f.metadata()?.ino() as u32;
+    let mut id: u64 = 0;
+    // SAFETY: NS_GET_MNTNS_ID writes one u64 through the pointer.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_MNTNS_ID as _, &mut id as *mut u64) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(MntNs { id, inum })
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let oct = &s[i + 1..(i + 4).min(s.len())];
+            if oct.len() == 3
+                && let Ok(v) = u8::from_str_radix(oct, 8)
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// /proc/<pid>/mountinfo as `MountInfo`s.
+pub fn mountinfo(pid: u32) -> std::io::Result<Vec<MountInfo>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        let (maj, min) = f[2].split_once(':').unwrap_or(("0", "0"));
+        let mut prop = Propagation::default();
+        for o in &f[6..dash] {
+            if let Some(n) = o.strip_prefix("shared:") {
+                prop.shared = n.parse().ok();
+            } else if let Some(n) = o.strip_prefix("master:") {
+                prop.master = n.parse().ok();
+            } else if *o == "unbindable" {
+                prop.unbindable = true;
+            }
+        }
+        v.push(MountInfo {
+            mnt_id: f[0].parse().unwrap_or(0),
+            parent_id: f[1].parse().unwrap_or(0),
+            mnt_id_old: f[0].parse().unwrap_or(0),
+            dev_major: maj.parse().unwrap_or(0),
+            dev_minor: min.parse().unwrap_or(0),
+            root: KStr::new(unescape(f[3])),
+            mountpoint: KStr::new(unescape(f[4])),
+            options: KStr::new(f[5]),
+            fstype: KStr::new(f.get(dash + 1).copied().unwrap_or("")),
+            source: KStr::new(unescape(f.get(dash + 2).copied().unwrap_or(""))),
+            propagation: prop,
+        });
+    }
+    Ok(v)
+}
+
+pub fn kind(shared: Option<u32>, master: Option<u32>, unbindable: bool) -> &'static str {
+    match (shared.is_some(), master.is_some(), unbindable) {
+        (_, _, true) => "unbindable",
+        (true, true, _) => "shared+slave",
+        (true, false, _) => "shared",
+        (false, true, _) => "slave",
+        _ => "private",
+    }
+}
+
+/// A namespace held open by a `sleep` process.
+pub struct Holder {
+    pub child: Child,
+    pub pid: u32,
+    pub ns: MntNs,
+}
+
+/// The world of one scenario: a private root namespace holding a tmpfs at `root`.
+pub struct World {
+    pub root: String,
+    pub holders: Vec<Holder>,
+    pub records: Vec<Record>,
+    pub ts: u64,
+    pub log: Vec<String>,
+}
+
+fn wait_for_sleep(pid: u32, not_ns: u64) -> std::io::Result<MntNs> {
+    for _ in 0..2000 {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "sleep"
+            && let Ok(ns) = ns_of(pid)
+            && ns.id != not_ns
+        {
+            return Ok(ns);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Err(std::io::Error::other(format!("holder {pid} did not settle")))
+}
+
+impl World {
+    /// A fresh private namespace with a tmpfs at a unique /tmp path; `shared` makes it shared.
+    pub fn new(tag: &str, shared: bool) -> std::io::Result<Self> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let root = format!("/tmp/mntleak-{tag}-{}-{n}", std::process::id());
+        std::fs::create_dir_all(&root)?;
+        let me = ns_of(std::process::id())?;
+        let child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "--", "sleep", "1000000"])
+            .stdin(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let ns = wait_for_sleep(pid, me.id)?;
+        let mut w = World {
+            root: root.clone(),
+            holders: vec![Holder { child, pid, ns }],
+            records: Vec::new(),
+            ts: 1,
+            log: Vec::new(),
+        };
+        // The scratch tmpfs exists before the snapshot: part of the starting state.
+        w.run(0, &format!("mount -n -t tmpfs scratch {root} && mkdir {root}/d0 {root}/d1 {root}/d2 {root}/d3"))?;
+        if shared {
+            w.run(0, &format!("mount -n --make-shared {root}"))?;
+        }
+        let snap = Snapshot {
+            ts_ns: 1,
+            host_ns: ns,
+            namespaces: vec![NamespaceState {
+                ns,
+                pids: vec![pid],
+                mounts: mountinfo(pid)?,
+            }],
+            processes: vec![ProcessState {
+                pid,
+                ppid: 0,
+                comm: KStr::new("sleep"),
+                mnt_ns: ns,
+                cgroup: KStr::new("/"),
+            }],
+        };
+        w.records.push(Record::Snapshot(snap));
+        Ok(w)
+    }
+
+    /// Runs a shell command inside holder `h`'s namespace; true when it succeeded.
+    pub fn run(&mut self, h: usize, script: &str) -> std::io::Result<bool> {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.holders[h].pid.to_string(), "-m", "--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()?;
+        self.log.push(format!(
+            "[ns{h}] {script} -> {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+        Ok(out.status.success())
+    }
+
+    pub fn event(&mut self, h: usize, comm: &str, action: Action, ret: Option<i64>, new_ns: Option<MntNs>) {
+        self.ts += 1000;
+        let hd = &self.holders[h];
+        self.records.push(Record::Event(Event {
+            task: Task {
+                ts_ns: self.ts,
+                pid: hd.pid,
+                tid: hd.pid,
+                ppid: 0,
+                comm: KStr::new(comm),
+                mnt_ns: hd.ns,
+                net_ns_inum: 0,
+                cgroup_id: 0,
+            },
+            action,
+            ret,
+            new_mnt_ns: new_ns,
+            dir: None,
+        }));
+    }
+
+    /// A mount(2) call made for real, and its record. Returns success.
+    pub fn mount(&mut self, h: usize, cmd: &str, source: &str, target: &str, fstype: &str, flags: u64) -> std::io::Result<bool> {
+        let ok = self.run(h, cmd)?;
+        self.event(
+            h,
+            "mount",
+            Action::Mount {
+                source: KStr::new(source),
+                target: KStr::new(target),
+                fstype: KStr::new(fstype),
+                flags,
+            },
+            Some(if ok { 0 } else { -22 }),
+            None,
+        );
+        Ok(ok)
+    }
+
+    pub fn umount(&mut self, h: usize, target: &str, detach: bool) -> std::io::Result<bool> {
+        let cmd = format!("umount -n {} {target}", if detach { "-l" } else { "" });
+        let ok = self.run(h, &cmd)?;
+        self.event(
+            h,
+            "umount",
+            Action::Umount {
+                target: KStr::new(target),
+                flags: if detach { MNT_DETACH } else { 0 },
+            },
+            Some(if ok { 0 } else { -22 }),
+            None,
+        );
+        Ok(ok)
+    }
+
+    pub fn rmdir(&mut self, h: usize, path: &str) -> std::io::Result<bool> {
+        let ok = self.run(h, &format!("rmdir {path}"))?;
+        self.event(
+            h,
+            "rmdir",
+            Action::Unlink {
+                dirfd: AT_FDCWD,
+                path: KStr::new(path),
+                rmdir: true,
+                call: UnlinkCall::Rmdir,
+            },
+            Some(if ok { 0 } else { -16 }),
+            None,
+        );
+        Ok(ok)
+    }
+
+    /// A new namespace unshared from holder `parent`'s, with `--propagation prop`
+    /// (unchanged|private|slave|shared). Returns its holder index.
+    pub fn unshare(&mut self, parent: usize, prop: &str) -> std::io::Result<usize> {
+        let ppid = self.holders[parent].pid;
+        let pns = self.holders[parent].ns;
+        let child = Command::new("nsenter")
+            .args(["-t", &ppid.to_string(), "-m", "--", "unshare", "-m", "--propagation", prop, "--", "sleep", "1000000"])
+            .stdin(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let ns = wait_for_sleep(pid, pns.id)?;
+        self.log.push(format!("[ns{parent}] unshare --propagation {prop} -> pid {pid} ns {}", ns.id));
+        self.event(parent, "nsenter", Action::Fork { child: pid }, None, Some(pns));
+        self.holders.push(Holder {
+            child,
+            pid,
+            ns: pns, // acting from the parent's namespace until the unshare
+        });
+        let h = self.holders.len() - 1;
+        self.holders[h].ns = ns;
+        self.event(h, "unshare", Action::Unshare { flags: CLONE_NEWNS }, Some(0), Some(ns));
+        let flags = match prop {
+            "private" => MS_REC | MS_PRIVATE,
+            "slave" => MS_REC | MS_SLAVE,
+            "shared" => MS_REC | MS_SHARED,
+            _ => 0,
+        };
+        if flags != 0 {
+            self.event(
+                h,
+                "unshare",
+                Action::Mount {
+                    source: KStr::new("none"),
+                    target: KStr::new("/"),
+                    fstype: KStr::new(""),
+                    flags,
+                },
+                Some(0),
+                None,
+            );
+        }
+        Ok(h)
+    }
+
+    /// Ends holder `h` (its namespace dies with it).
+    pub fn kill(&mut self, h: usize) {
+        let hd = &mut self.holders[h];
+        let _ = hd.child.kill();
+        let _ = hd.child.wait();
+        self.log.push(format!("[ns{h}] holder {} exits", hd.pid));
+        self.event(h, "sleep", Action::Exit, None, None);
+    }
+
+    pub fn alive(&self, h: usize) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self.holders[h].pid)).exists()
+    }
+
+    /// Mountpoints under the scratch root in holder `h`'s namespace.
+    pub fn real_table(&self, h: usize) -> std::io::Result<Vec<MountInfo>> {
+        Ok(mountinfo(self.holders[h].pid)?
+            .into_iter()
+            .filter(|m| self.under_root(m.mountpoint.as_str()))
+            .collect())
+    }
+
+    pub fn under_root(&self, p: &str) -> bool {
+        p == self.root || p.starts_with(&format!("{}/", self.root))
+    }
+
+    /// Feeds every record to a fresh engine.
+    pub fn engine(&self) -> (mntleak::engine::Engine, Vec<mntleak::engine::Finding>) {
+        let mut e = mntleak::engine::Engine::new(mntleak::engine::EngineConfig::default());
+        let mut out = Vec::new();
+        for r in &self.records {
+            out.extend(e.apply(r));
+        }
+        (e, out)
+    }
+
+    /// Compares the engine's table with the kernel's for every live holder: mountpoints,
+    /// sources, propagation kinds, and the peer-group structure (a bijection between the
+    /// engine's group numbers and the kernel's). Returns a description of the first difference.
+    pub fn compare(&self, eng: &mntleak::engine::Engine) -> Result<(), String> {
+        let mut e2k: HashMap<u32, u32> = HashMap::new();
+        let mut k2e: HashMap<u32, u32> = HashMap::new();
+        let mut bij = |e: Option<u32>, k: Option<u32>, what: &str| -> Result<(), String> {
+            match (e, k) {
+                (None, None) => Ok(()),
+                (Some(e), Some(k)) => {
+                    if *e2k.entry(e).or_insert(k) != k || *k2e.entry(k).or_insert(e) != e {
+                        Err(format!("{what} group structure differs (engine {e} / kernel {k})"))
+                    } else {
+                        Ok(())
+                    }
+                }
+                _ => Err(format!("{what}: engine {e:?} kernel {k:?}")),
+            }
+        };
+        for (i, h) in self.holders.iter().enumerate() {
+            if !self.alive(i) {
+                continue;
+            }
+            let real = self.real_table(i).map_err(|e| e.to_string())?;
+            let model: Vec<_> = eng
+                .mount_table(h.ns.id)
+                .into_iter()
+                .filter(|m| self.under_root(&m.mountpoint))
+                .collect();
+            let mut r: Vec<(String, String, &str)> = real
+                .iter()
+                .map(|m| {
+                    let p = m.propagation;
+                    (m.mountpoint.text.clone(), m.source.text.clone(), kind(p.shared, p.master, p.unbindable))
+                })
+                .collect();
+            let mut m: Vec<(String, String, &str)> = model
+                .iter()
+                .map(|m| (m.mountpoint.clone(), m.source.clone(), kind(m.shared, m.master, m.unbindable)))
+                .collect();
+            r.sort();
+            m.sort();
+            if r != m {
+                return Err(format!(
+                    "ns{i} (id {}) differs:\n kernel: {r:?}\n engine: {m:?}",
+                    h.ns.id
+                ));
+            }
+            // Group structure, on entries unique by (mountpoint, source).
+            let mut count: HashMap<(String, String), usize> = HashMap::new();
+            for x in &r {
+                *count.entry((x.0.clone(), x.1.clone())).or_default() += 1;
+            }
+            for km in &real {
+                let key = (km.mountpoint.text.clone(), km.source.text.clone());
+                if count.get(&key) != Some(&1) {
+                    continue;
+                }
+                let Some(em) = model.iter().find(|x| x.mountpoint == key.0 && x.source == key.1) else {
+                    continue;
+                };
+                bij(em.shared, km.propagation.shared, &format!("ns{i} {} shared", key.0))?;
+                bij(em.master, km.propagation.master, &format!("ns{i} {} master", key.0))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for h in &mut self.holders {
+            let _ = h.child.kill();
+            let _ = h.child.wait();
+        }
+        // The tmpfs lived only in the holders' namespaces; the host sees an empty directory.
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so seeds reproduce exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+}

@@ -1,0 +1,744 @@
+//! The capture format: round trips, torn tails, corruption, rotation, permissions, a full disk, and
+//! the size of an event. No root needed except the full-disk test (a 64 KiB tmpfs in a private
+//! mount namespace).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use mntleak::capture::{
+    CaptureReader, CaptureWriter, RotateOptions, encode_to_vec, frame_spans, rotated_set,
+};
+use mntleak::model::*;
+use mntleak::report::event::{Summary, event_json, event_line, format_wall, lost_line};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "mntleak-capture-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn header() -> CaptureHeader {
+    CaptureHeader {
+        format_version: mntleak::capture::FORMAT_VERSION,
+        kernel_release: "6.18.0-test".into(),
+        hostname: "host\x1b[2J".into(),
+        monotonic_to_wall_ns: 1_764_600_000_000_000_000,
+        missing: vec!["fsconfig".into()],
+    }
+}
+
+fn k(s: &str) -> KStr {
+    KStr::new(s)
+}
+
+const NS_HOST: MntNs = MntNs {
+    id: 1,
+    inum: 4026531841,
+};
+const NS_C: MntNs = MntNs {
+    id: 0x1_0000_0321,
+    inum: 4026532301,
+};
+
+fn task(ts: u64, pid: u32, comm: KStr, ns: MntNs) -> Task {
+    Task {
+        ts_ns: ts,
+        pid,
+        tid: pid + 1,
+        ppid: 1,
+        comm,
+        mnt_ns: ns,
+        net_ns_inum: 4026531840,
+        cgroup_id: 12345,
+    }
+}
+
+fn hostile() -> Vec<KStr> {
+    vec![
+        k("\x1b[31mred\x1b[0m\x07"),
+        k("line\nbreak\ttab\r"),
+        k("\u{202e}txt.exe"),
+        KStr::from_bytes(&[0xff, 0xfe, b'x', 0xc3], true),
+        k(&"a/".repeat(2048)),
+        k(""),
+        k("quote\"back\\slash"),
+    ]
+}
+
+fn every_action() -> Vec<Action> {
+    let h = hostile();
+    vec![
+        Action::Mount {
+            source: h[0].clone(),
+            target: k("/mnt/a"),
+            fstype: k("tmpfs"),
+            flags: 0xC0ED_0000 | 4096 | 16384,
+        },
+        Action::Umount {
+            target: h[1].clone(),
+            flags: 2,
+        },
+        Action::Unlink {
+            dirfd: -100,
+            path: k("merged"),
+            rmdir: true,
+            call: UnlinkCall::Unlinkat,
+        },
+        Action::Unlink {
+            dirfd: -100,
+            path: h[2].clone(),
+            rmdir: false,
+            call: UnlinkCall::Unlink,
+        },
+        Action::Unlink {
+            dirfd: -100,
+            path: h[3].clone(),
+            rmdir: true,
+            call: UnlinkCall::Rmdir,
+        },
+        Action::Unshare {
+            flags: 0x0002_0000 | 0x4000_0000,
+        },
+        Action::Setns {
+            fd: 3,
+            nstype: 0x0002_0000,
+        },
+        Action::Clone {
+            flags: 0x0002_0000 | 17,
+            clone3: false,
+        },
+        Action::Clone {
+            flags: u64::MAX,
+            clone3: true,
+        },
+        Action::Fsopen {
+            fstype: k("ext4"),
+            flags: 1,
+        },
+        Action::Fsconfig {
+            fd: 4,
+            cmd: 1,
+            key: k("source"),
+            value: h[4].clone(),
+        },
+        Action::Fsmount {
+            fd: 4,
+            flags: 1,
+            attr_flags: 0x1,
+        },
+        Action::MoveMount {
+            from_dirfd: 5,
+            from_path: k(""),
+            to_dirfd: -100,
+            to_path: h[5].clone(),
+            flags: 0x4,
+        },
+        Action::OpenTree {
+            dirfd: -100,
+            path: k("/src"),
+            flags: 1 | 0o2000000 | 0x8000,
+        },
+        Action::MountSetattr {
+            dirfd: i32::MIN,
+            path: h[6].clone(),
+            flags: 0x8000,
+            attr_set: 1,
+            attr_clr: 0x0010_0000,
+            propagation: 1 << 18,
+        },
+        Action::PivotRoot {
+            new_root: k("."),
+            put_old: k("."),
+        },
+        Action::Chroot { path: k("/") },
+        Action::Fork { child: u32::MAX },
+        Action::Exec {
+            filename: k("/usr/bin/runc"),
+        },
+        Action::Exit,
+    ]
+}
+
+fn mounts() -> Vec<MountInfo> {
+    hostile()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| MountInfo {
+            mnt_id: 0x2000_0000_0000 + i as u64,
+            parent_id: 1,
+            mnt_id_old: i as u32,
+            dev_major: 0,
+            dev_minor: 42,
+            root: k("/"),
+            mountpoint: s.clone(),
+            fstype: k("overlay"),
+            source: s,
+            options: k("rw,relatime"),
+            propagation: Propagation {
+                shared: (i % 2 == 0).then_some(i as u32),
+                master: (i % 3 == 0).then_some(7),
+                unbindable: i == 4,
+            },
+        })
+        .collect()
+}
+
+/// One of every record variant, with hostile strings everywhere strings go.
+fn every_record() -> Vec<Record> {
+    let h = hostile();
+    let mut recs = vec![Record::Snapshot(Snapshot {
+        ts_ns: 1_000,
+        host_ns: NS_HOST,
+        namespaces: vec![
+            NamespaceState {
+                ns: NS_HOST,
+                pids: vec![1, 2, u32::MAX],
+                mounts: mounts(),
+            },
+            NamespaceState::default(),
+        ],
+        processes: h
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ProcessState {
+                pid: i as u32 + 1,
+                ppid: 0,
+                comm: s.clone(),
+                mnt_ns: NS_HOST,
+                cgroup: k("/system.slice/docker.service"),
+            })
+            .collect(),
+    })];
+    // Timestamps go backwards once on purpose: ring-buffer order is not strictly monotonic.
+    let ts = [5_000u64, 4_000, 9_000_000_000, u64::MAX, 0];
+    for (i, a) in every_action().into_iter().enumerate() {
+        recs.push(Record::Event(Event {
+            task: task(ts[i % ts.len()], 100 + i as u32 % 3, h[i % h.len()].clone(), NS_C),
+            action: a,
+            ret: match i % 4 {
+                0 => Some(0),
+                1 => Some(-16),
+                2 => None,
+                _ => Some(i64::MIN),
+            },
+            new_mnt_ns: (i % 2 == 0).then_some(NS_HOST),
+            dir: (i % 3 == 0).then(|| h[i % h.len()].clone()),
+        }));
+    }
+    recs.push(Record::Lost {
+        count: 17,
+        first_ts_ns: 10,
+        last_ts_ns: u64::MAX,
+    });
+    recs.push(Record::NamespaceMounts {
+        ts_ns: 77,
+        ns: NS_C,
+        mounts: mounts(),
+    });
+    recs.push(Record::NamespaceMounts {
+        ts_ns: 78,
+        ns: NS_C,
+        mounts: vec![],
+    });
+    recs.push(Record::Container(ContainerInfo {
+        id: "abc\x1b".into(),
+        name: "web".into(),
+        runtime: "docker".into(),
+        init_pid: 4242,
+        mnt_ns: NS_C,
+        net_ns_inum: 1,
+        mount_paths: vec!["/var/lib/docker/overlay2/x/merged".into()],
+        cgroup: "/docker/abc".into(),
+        pod_name: Some("p".into()),
+        pod_namespace: None,
+        pod_uid: None,
+    }));
+    recs
+}
+
+fn read_all(paths: &[PathBuf]) -> (Vec<Record>, Option<(PathBuf, u64)>) {
+    let mut r = CaptureReader::open(paths).unwrap();
+    let recs = r.by_ref().collect::<Result<Vec<_>, _>>().unwrap();
+    (recs, r.stopped_at())
+}
+
+fn write_file(path: &Path, recs: &[Record]) {
+    let mut w = CaptureWriter::create(path, &header(), RotateOptions::default()).unwrap();
+    for r in recs {
+        w.write(r).unwrap();
+    }
+    assert_eq!(w.finish().unwrap(), recs.len() as u64);
+}
+
+#[test]
+fn round_trip_every_record_variant() {
+    let dir = scratch("roundtrip");
+    let path = dir.join("cap");
+    let recs = every_record();
+    write_file(&path, &recs);
+    let mut r = CaptureReader::open(std::slice::from_ref(&path)).unwrap();
+    assert_eq!(r.header(), &header());
+    let back = r.by_ref().collect::<Result<Vec<_>, _>>().unwrap();
+    assert_eq!(back, recs);
+    assert_eq!(r.stopped_at(), None);
+    // The in-memory encoder writes the same bytes as the file writer.
+    assert_eq!(std::fs::read(&path).unwrap(), encode_to_vec(&header(), &recs));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn small() -> Vec<Record> {
+    let mut r = every_record();
+    // Keep it small: truncation is tried at every byte offset.
+    r.retain(|x| !matches!(x, Record::Snapshot(_) | Record::NamespaceMounts { .. }));
+    for x in r.iter_mut() {
+        if let Record::Event(e) = x {
+            e.task.comm = k("runc");
+            if let Action::Fsconfig { value, .. } = &mut e.action {
+                *value = k("v");
+            }
+        }
+    }
+    r
+}
+
+#[test]
+fn truncation_at_every_offset_stops_at_the_last_whole_record() {
+    let recs = small();
+    let full = encode_to_vec(&header(), &recs);
+    // Record i ends where the encoding of the first i records ends (the encoding is prefix-stable).
+    let bounds: Vec<usize> = (0..=recs.len())
+        .map(|i| encode_to_vec(&header(), &recs[..i]).len())
+        .collect();
+    let header_end = bounds[0];
+    let spans = frame_spans(&full);
+    assert_eq!(spans.last().unwrap().1, full.len());
+    for len in 0..full.len() {
+        let cut = full[..len].to_vec();
+        let r = CaptureReader::from_bytes("cut.cap", cut);
+        if len < header_end {
+            let e = r.err().expect("a file cut inside its header cannot open");
+            assert!(e.to_string().starts_with("cut.cap: "), "{e}");
+            continue;
+        }
+        let mut r = r.unwrap();
+        let got: Vec<Record> = r
+            .by_ref()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("cut at {len}: {e}"));
+        let whole = bounds.iter().rposition(|&b| b <= len).unwrap();
+        assert_eq!(got, recs[..whole], "cut at {len}");
+        let at_boundary = len == header_end || spans.iter().any(|s| s.1 == len);
+        match r.stopped_at() {
+            None => assert!(at_boundary, "cut at {len} inside a frame was not reported"),
+            Some((p, off)) => {
+                assert!(!at_boundary, "cut at {len} on a boundary reported as torn");
+                assert_eq!(p, PathBuf::from("cut.cap"));
+                assert!(spans.iter().any(|s| s.0 as u64 == off && s.1 > len), "{off}");
+            }
+        }
+    }
+}
+
+#[test]
+fn flipped_bytes_never_pass_silently() {
+    let recs = small();
+    let full = encode_to_vec(&header(), &recs);
+    for i in 0..full.len() {
+        let mut bad = full.clone();
+        bad[i] ^= 0x5a;
+        let Ok(mut r) = CaptureReader::from_bytes("flip.cap", bad) else {
+            continue;
+        };
+        let items: Vec<_> = r.by_ref().collect();
+        let errors = items.iter().filter(|x| x.is_err()).count();
+        assert!(errors <= 1, "flip at {i}: more than one error");
+        if errors == 0 {
+            // Only a torn-looking tail (a length field pointing past the end) may end quietly,
+            // and then it must say so.
+            assert!(r.stopped_at().is_some(), "flip at {i} went unnoticed");
+            let ok: Vec<Record> = items.into_iter().map(Result::unwrap).collect();
+            assert!(ok.len() < recs.len());
+        }
+    }
+    // A payload byte inside a known frame: one error naming the file and that frame's offset.
+    let spans = frame_spans(&full);
+    let (s, e) = spans[spans.len() / 2];
+    let mut bad = full.clone();
+    bad[(s + e) / 2] ^= 1;
+    let items: Vec<_> = CaptureReader::from_bytes("flip.cap", bad).unwrap().collect();
+    let err = items.last().unwrap().as_ref().unwrap_err().to_string();
+    assert_eq!(items.iter().filter(|x| x.is_err()).count(), 1);
+    assert!(!err.contains('\n'));
+    assert!(
+        err.starts_with(&format!("flip.cap: corrupt capture at byte {s}: ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn foreign_newer_and_empty_files_are_refused() {
+    let full = encode_to_vec(&header(), &small());
+    let mut foreign = full.clone();
+    foreign[0] = b'X';
+    let e = CaptureReader::from_bytes("f.cap", foreign).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "f.cap: not an mntleak capture (bad magic at byte 0)"
+    );
+    let mut newer = full.clone();
+    newer[8] = 99;
+    let e = CaptureReader::from_bytes("n.cap", newer).err().unwrap();
+    assert!(
+        e.to_string()
+            .starts_with("n.cap: capture format version 99 (byte 8) is newer"),
+        "{e}"
+    );
+    let e = CaptureReader::from_bytes("e.cap", vec![]).err().unwrap();
+    assert_eq!(e.to_string(), "e.cap: corrupt capture at byte 0: the file is empty");
+    let e = CaptureReader::from_bytes("t.txt", b"hello world\n".to_vec())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("bad magic"));
+    let e = CaptureReader::open(&[PathBuf::from("/nonexistent/x.cap")])
+        .err()
+        .unwrap();
+    assert!(e.to_string().starts_with("/nonexistent/x.cap: cannot open"));
+}
+
+fn churn_event(i: u64, cid: u64) -> Event {
+    let id = format!("{:064x}", cid.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let merged = format!("/var/lib/docker/overlay2/{id}/merged");
+    let comm = ["runc:[2:INIT]", "dockerd", "containerd-shim", "runc"][(i % 4) as usize];
+    let action = match i % 8 {
+        0 => Action::Mount {
+            source: k("overlay"),
+            target: k(&merged),
+            fstype: k("overlay"),
+            flags: 0,
+        },
+        1 => Action::Mount {
+            source: k("proc"),
+            target: k("/proc"),
+            fstype: k("proc"),
+            flags: 14,
+        },
+        2 => Action::Mount {
+            source: k(&format!("/var/lib/docker/containers/{id}/hostname")),
+            target: k(&format!("{merged}/etc/hostname")),
+            fstype: k(""),
+            flags: 4096 | 16384,
+        },
+        3 => Action::Clone {
+            flags: 0x6c02_0000 | 17,
+            clone3: false,
+        },
+        4 => Action::Umount {
+            target: k(&merged),
+            flags: 2,
+        },
+        5 => Action::Unlink {
+            dirfd: -100,
+            path: k(&merged),
+            rmdir: true,
+            call: UnlinkCall::Rmdir,
+        },
+        6 => Action::Exec {
+            filename: k("/usr/bin/runc"),
+        },
+        _ => Action::Exit,
+    };
+    Event {
+        task: task(
+            1_000_000_000 + i * 37_000,
+            10_000 + (cid as u32 % 500) * 7,
+            k(comm),
+            MntNs {
+                id: 0x1_0000_0000 + cid,
+                inum: 4026532000 + cid as u32,
+            },
+        ),
+        action,
+        ret: if i % 8 >= 6 { None } else { Some(0) },
+        new_mnt_ns: None,
+        dir: None,
+    }
+}
+
+#[test]
+fn bytes_per_event_on_container_churn() {
+    // 2,000 containers, 32 events each (mounts of per-container paths, clone, umount, rmdir, exec).
+    let recs: Vec<Record> = (0..64_000u64)
+        .map(|i| Record::Event(churn_event(i, i / 32)))
+        .collect();
+    let bytes = encode_to_vec(&header(), &recs).len();
+    let per = bytes as f64 / recs.len() as f64;
+    println!("capture size on container churn: {per:.1} bytes/event ({bytes} bytes, {} events)", recs.len());
+    assert!(per <= 48.0, "{per} bytes per event");
+}
+
+#[test]
+fn rotation_replays_in_order_and_loses_nothing() {
+    let dir = scratch("rotate");
+    let path = dir.join("cap");
+    let snap = match &every_record()[0] {
+        Record::Snapshot(s) => s.clone(),
+        _ => unreachable!(),
+    };
+    let mut recs = vec![Record::Snapshot(snap)];
+    recs.extend((0..3000u64).map(|i| Record::Event(churn_event(i, i / 32))));
+    let mut w = CaptureWriter::create(
+        &path,
+        &header(),
+        RotateOptions {
+            size: Some(16 << 10),
+            keep: None,
+        },
+    )
+    .unwrap();
+    for r in &recs {
+        w.write(r).unwrap();
+    }
+    w.finish().unwrap();
+    let set = rotated_set(&path);
+    assert!(set.len() >= 4, "only {} files", set.len());
+    for p in &set {
+        let len = std::fs::metadata(p).unwrap().len();
+        assert!(len < (16 << 10) + 4096, "{} is {len} bytes", p.display());
+    }
+    let (back, stopped) = read_all(&set);
+    assert_eq!(stopped, None);
+    assert_eq!(back.len(), recs.len());
+    assert_eq!(back, recs);
+    // The newest file alone: header, the re-emitted snapshot, then its own events.
+    let (last, _) = read_all(&set[set.len() - 1..]);
+    assert_eq!(last[0], recs[0]);
+    assert_eq!(last[1..], recs[recs.len() - (last.len() - 1)..]);
+    std::fs::remove_dir_all(dir).unwrap();
+
+    // keep = 2: three files remain and they are the newest records, in order.
+    let dir = scratch("rotate-keep");
+    let path = dir.join("cap");
+    let mut w = CaptureWriter::create(
+        &path,
+        &header(),
+        RotateOptions {
+            size: Some(8 << 10),
+            keep: Some(2),
+        },
+    )
+    .unwrap();
+    for r in &recs {
+        w.write(r).unwrap();
+    }
+    drop(w);
+    let set = rotated_set(&path);
+    assert_eq!(set.len(), 3);
+    let (back, _) = read_all(&set);
+    assert_eq!(back[0], recs[0], "the oldest kept file starts with the snapshot");
+    assert_eq!(back[1..], recs[recs.len() - (back.len() - 1)..]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn capture_files_are_0600_even_when_replacing_a_file() {
+    let dir = scratch("mode");
+    let path = dir.join("cap");
+    std::fs::write(&path, b"old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_file(&path, &small());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    let (back, _) = read_all(&[path]);
+    assert_eq!(back, small());
+    // Never through a symlink.
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(dir.join("elsewhere"), &link).unwrap();
+    let e = CaptureWriter::create(&link, &header(), RotateOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("cannot create the capture file"), "{e}");
+    assert!(!dir.join("elsewhere").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs `f` on a thread with its own mount namespace in which `dir` is a 64 KiB tmpfs.
+fn with_small_tmpfs(dir: &Path, f: impl FnOnce() + Send) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain syscalls on this thread; unshare(CLONE_NEWNS) also unshares the
+            // thread's fs_struct, so the rest of the test process keeps the host namespace.
+            unsafe {
+                assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare");
+                let root = c"/";
+                assert_eq!(
+                    libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null()
+                    ),
+                    0
+                );
+                let d = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+                let opts = c"size=64k,mode=0700";
+                assert_eq!(
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        d.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        opts.as_ptr().cast()
+                    ),
+                    0,
+                    "mount tmpfs: {}",
+                    std::io::Error::last_os_error()
+                );
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+                libc::umount2(d.as_ptr(), libc::MNT_DETACH);
+                if let Err(p) = res {
+                    std::panic::resume_unwind(p);
+                }
+            }
+        });
+    });
+}
+
+#[test]
+fn full_disk_names_the_file_and_keeps_what_was_flushed() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("MNTLEAK_REQUIRE_BPF").is_none(),
+            "the full-disk test needs root"
+        );
+        eprintln!("skipped: the full-disk test needs root (a tmpfs in a private namespace)");
+        return;
+    }
+    let dir = scratch("full");
+    let path = dir.join("cap");
+    with_small_tmpfs(&dir, || {
+        let mut w = CaptureWriter::create(&path, &header(), RotateOptions::default()).unwrap();
+        let mut written = Vec::new();
+        let err = loop {
+            // Unique long paths: the dictionary grows until the disk is full.
+            let i = written.len() as u64;
+            let mut ev = churn_event(i, i);
+            ev.action = Action::Mount {
+                source: k(&format!("/src/{i:0200}")),
+                target: k("/t"),
+                fstype: k("tmpfs"),
+                flags: 0,
+            };
+            let rec = Record::Event(ev);
+            if let Err(e) = w.write(&rec) {
+                break e;
+            }
+            written.push(rec);
+            if written.len() % 10 == 0 {
+                if let Err(e) = w.flush() {
+                    break e;
+                }
+            }
+            assert!(written.len() < 100_000, "the disk never filled");
+        };
+        let msg = err.to_string();
+        let durable = w.records_written();
+        assert!(durable > 0 && durable < written.len() as u64 + 1);
+        assert!(msg.starts_with(&format!("{}: write failed at byte ", path.display())), "{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+        assert!(
+            msg.contains(&format!("; {durable} records were safely written before it")),
+            "{msg}"
+        );
+        // Later calls keep failing the same way instead of writing a hole.
+        assert!(w.flush().is_err());
+        drop(w);
+        let (back, stopped) = read_all(std::slice::from_ref(&path));
+        assert_eq!(stopped, None, "the file was cut back to the last whole flush");
+        assert_eq!(back.len() as u64, durable);
+        assert_eq!(back, written[..durable as usize]);
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn rendering_escapes_hostile_strings_and_names_errors() {
+    let ev = Event {
+        task: task(0, 42, k("evil\x1b]0;pwned\x07"), NS_C),
+        action: Action::Unlink {
+            dirfd: -100,
+            path: KStr {
+                text: "/x\u{202e}\n".into(),
+                truncated: true,
+            },
+            rmdir: true,
+            call: UnlinkCall::Unlinkat,
+        },
+        ret: Some(-16),
+        new_mnt_ns: None,
+        dir: None,
+    };
+    let wall = 1_764_601_152_123_456_789;
+    let line = event_line(&ev, wall);
+    assert_eq!(
+        line,
+        "2025-12-01T14:59:12.123Z 42/43(evil\\x1b]0;pwned\\x07) mnt:4026532301 \
+         unlinkat(AT_FDCWD, \"/x\\u{202e}\\n\"..., AT_REMOVEDIR) = -1 EBUSY"
+    );
+    assert!(!line.chars().any(|c| c.is_control()));
+    let j = event_json(&ev, wall);
+    assert_eq!(j["kind"], "event");
+    assert_eq!(j["syscall"], "unlinkat");
+    assert_eq!(j["errno"], "EBUSY");
+    assert_eq!(j["ret"], -16);
+    assert_eq!(j["comm"], "evil\x1b]0;pwned\x07");
+    assert_eq!(j["pathname"], "/x\u{202e}\n");
+    assert_eq!(j["flags"], serde_json::json!(["AT_REMOVEDIR"]));
+    assert_eq!(j["truncated"], serde_json::json!(["pathname"]));
+    assert_eq!(j["mnt_ns"], 4026532301u32);
+    let mount = Event {
+        action: Action::Mount {
+            source: k("/a"),
+            target: k("/b"),
+            fstype: k(""),
+            flags: 0xC0ED_0000 | 4096 | 16384,
+        },
+        ret: Some(0),
+        ..ev.clone()
+    };
+    assert!(
+        event_line(&mount, 0).ends_with(
+            "mount(\"/a\", \"/b\", \"\", MS_MGC_VAL|MS_BIND|MS_REC) = 0"
+        ),
+        "{}",
+        event_line(&mount, 0)
+    );
+    assert_eq!(
+        event_json(&mount, 0)["mountflags"],
+        serde_json::json!(["MS_MGC_VAL", "MS_BIND", "MS_REC"])
+    );
+    assert_eq!(format_wall(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(format_wall(-1), "1969-12-31T23:59:59.999Z");
+    assert_eq!(format_wall(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    assert_eq!(
+        lost_line(5, 0, 1_000_000),
+        "5 events lost between 1970-01-01T00:00:00.000Z and 1970-01-01T00:00:00.001Z"
+    );
+    let mut s = Summary::default();
+    for r in every_record() {
+        s.add(&r);
+    }
+    assert_eq!(s.events, 20);
+    assert_eq!(s.lost, 17);
+    assert_eq!(s.by_syscall["clone"], 1);
+    assert_eq!(s.render_json()["kind"], "summary");
+    assert!(s.render_text().starts_with("summary: 20 events, 17 lost\n"));
+}

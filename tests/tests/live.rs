@@ -1,0 +1,389 @@
+//! The real eBPF programs, loaded in-process, watching real syscalls of child processes.
+//! Root and BPF needed: without them these tests skip, unless MNTLEAK_REQUIRE_BPF=1 (CI), where
+//! they fail. Run with `--test-threads=1`.
+
+use std::{ffi::CString, os::unix::fs::MetadataExt};
+
+use mntleak::{
+    live::{LiveOptions, Tracer},
+    model::{Action, Event, KStr, MntNs, Record, UnlinkCall},
+    uapi,
+};
+
+fn tracer() -> Option<Tracer> {
+    let required = std::env::var("MNTLEAK_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    match Tracer::attach(&LiveOptions::default()) {
+        Ok(t) => {
+            assert!(
+                t.missing().is_empty(),
+                "programs not attached: {:?}",
+                t.missing()
+            );
+            Some(t)
+        }
+        Err(e) if !required => {
+            eprintln!("skipping: {e}");
+            None
+        }
+        Err(e) => panic!("MNTLEAK_REQUIRE_BPF=1 but the tracer cannot attach: {e}"),
+    }
+}
+
+/// Every event the ring holds from `pid`. Called after the child was reaped, when all of its
+/// events are already in the ring (the programs write synchronously).
+fn events_of(t: &mut Tracer, pid: u32) -> Vec<Event> {
+    let mut out = Vec::new();
+    t.drain(&mut out, usize::MAX);
+    out.into_iter()
+        .filter_map(|r| match r {
+            Record::Event(e) if e.task.pid == pid => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A unique scratch directory, removed on drop.
+struct Scratch(std::path::PathBuf);
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mntleak-live-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&p);
+        std::fs::create_dir(&p).unwrap();
+        Scratch(p)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let c = CString::new(self.path()).unwrap();
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn pipe() -> (i32, i32) {
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+/// Forks; the child runs `f` (no allocation in there: we may be multi-threaded) and exits with its
+/// result.
+fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = f();
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+fn reap(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child died: {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+/// The mount namespace of `pid` as /proc and the nsfs ioctl report it.
+fn mnt_ns_of(pid: &str) -> MntNs {
+    let path = format!("/proc/{pid}/ns/mnt");
+    let f = std::fs::File::open(&path).unwrap();
+    let inum = f.metadata().unwrap().ino() as u32;
+    let mut id = 0u64;
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            uapi::NS_GET_MNTNS_ID as _,
+            &mut id,
+        )
+    };
+    assert_eq!(r, 0, "NS_GET_MNTNS_ID on {path}");
+    MntNs { id, inum }
+}
+
+#[test]
+fn unshare_then_mount_tmpfs_in_the_new_namespace() {
+    let Some(mut t) = tracer() else { return };
+    let dir = Scratch::new("tmpfs");
+    let target = CString::new(dir.path()).unwrap();
+    let (ready_r, ready_w) = pipe();
+    let (go_r, go_w) = pipe();
+    let child = fork_child(|| unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return 10;
+        }
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return 11;
+        }
+        if libc::mount(
+            c"mntleak-test".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            return 12;
+        }
+        // Stay alive (and in the namespace) until the parent has looked at it.
+        libc::write(ready_w, b"r".as_ptr().cast(), 1);
+        let mut b = 0u8;
+        libc::read(go_r, (&raw mut b).cast(), 1);
+        0
+    });
+    let mut b = 0u8;
+    assert_eq!(
+        unsafe { libc::read(ready_r, (&raw mut b).cast(), 1) },
+        1,
+        "child failed early"
+    );
+    let child_ns = mnt_ns_of(&child.to_string());
+    let host_ns = mnt_ns_of("self");
+    unsafe { libc::write(go_w, b"g".as_ptr().cast(), 1) };
+    assert_eq!(reap(child), 0);
+    for fd in [ready_r, ready_w, go_r, go_w] {
+        unsafe { libc::close(fd) };
+    }
+    assert_ne!(child_ns, host_ns);
+
+    let evs = events_of(&mut t, child as u32);
+    let unshare = evs
+        .iter()
+        .find(|e| matches!(e.action, Action::Unshare { .. }))
+        .unwrap_or_else(|| panic!("no unshare in {evs:#?}"));
+    assert_eq!(
+        unshare.action,
+        Action::Unshare {
+            flags: uapi::CLONE_NEWNS
+        }
+    );
+    assert_eq!(unshare.ret, Some(0));
+    assert_eq!(
+        unshare.task.mnt_ns, host_ns,
+        "unshare is entered in the old namespace"
+    );
+    assert_eq!(unshare.new_mnt_ns, Some(child_ns));
+    assert_eq!(unshare.task.ppid, std::process::id());
+
+    let mounts: Vec<&Event> = evs
+        .iter()
+        .filter(|e| matches!(e.action, Action::Mount { .. }))
+        .collect();
+    assert_eq!(mounts.len(), 2, "{mounts:#?}");
+    assert_eq!(
+        mounts[0].action,
+        Action::Mount {
+            source: KStr::new("none"),
+            target: KStr::new("/"),
+            fstype: KStr::default(),
+            flags: uapi::MS_REC | uapi::MS_PRIVATE,
+        }
+    );
+    assert_eq!(
+        mounts[1].action,
+        Action::Mount {
+            source: KStr::new("mntleak-test"),
+            target: KStr::new(dir.path()),
+            fstype: KStr::new("tmpfs"),
+            flags: 0,
+        }
+    );
+    for m in &mounts {
+        assert_eq!(m.ret, Some(0));
+        assert_eq!(m.task.mnt_ns, child_ns);
+        assert_eq!(m.task.pid, child as u32);
+        assert_eq!(m.task.tid, child as u32);
+    }
+    // The exit event closes the child's history, still in its namespace.
+    let exit = evs.last().unwrap();
+    assert_eq!(exit.action, Action::Exit);
+    assert_eq!(exit.task.mnt_ns, child_ns);
+}
+
+#[test]
+fn failing_umount2_reports_einval_and_long_paths_are_truncated() {
+    let Some(mut t) = tracer() else { return };
+    let dir = Scratch::new("notmount");
+    let target = CString::new(dir.path()).unwrap();
+    let long = format!("/tmp/{}", "x".repeat(400));
+    let long_c = CString::new(long.clone()).unwrap();
+    let child = fork_child(|| unsafe {
+        let a = libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+        let b = libc::umount2(long_c.as_ptr(), 0);
+        if a == -1 && b == -1 { 0 } else { 1 }
+    });
+    assert_eq!(reap(child), 0);
+    let evs = events_of(&mut t, child as u32);
+    let umounts: Vec<&Event> = evs
+        .iter()
+        .filter(|e| matches!(e.action, Action::Umount { .. }))
+        .collect();
+    assert_eq!(umounts.len(), 2, "{evs:#?}");
+    assert_eq!(
+        umounts[0].action,
+        Action::Umount {
+            target: KStr::new(dir.path()),
+            flags: uapi::MNT_DETACH
+        }
+    );
+    assert_eq!(umounts[0].ret, Some(-(libc::EINVAL as i64)));
+    let Action::Umount { target, flags } = &umounts[1].action else {
+        unreachable!()
+    };
+    assert_eq!(*flags, 0);
+    assert!(
+        target.truncated,
+        "a 405-byte path is cut to the 256-byte buffer"
+    );
+    assert_eq!(target.text, long[..255]);
+    assert_eq!(umounts[1].ret, Some(-(libc::ENAMETOOLONG as i64)));
+    assert_eq!(umounts[0].task.mnt_ns, mnt_ns_of("self"));
+}
+
+#[test]
+fn rmdir_of_relative_path_records_the_directory() {
+    let Some(mut t) = tracer() else { return };
+    let dir = Scratch::new("rmdir");
+    std::fs::create_dir(dir.0.join("sub")).unwrap();
+    let parent = CString::new(dir.path()).unwrap();
+    let (ready_r, ready_w) = pipe();
+    let (go_r, go_w) = pipe();
+    let child = fork_child(|| unsafe {
+        if libc::chdir(parent.as_ptr()) != 0 {
+            return 10;
+        }
+        let r = libc::rmdir(c"sub".as_ptr());
+        // Stay in the directory until the tracer has read our cwd.
+        libc::write(ready_w, b"r".as_ptr().cast(), 1);
+        let mut b = 0u8;
+        libc::read(go_r, (&raw mut b).cast(), 1);
+        if r == 0 { 0 } else { 11 }
+    });
+    let mut b = 0u8;
+    assert_eq!(unsafe { libc::read(ready_r, (&raw mut b).cast(), 1) }, 1);
+    let evs = events_of(&mut t, child as u32);
+    unsafe { libc::write(go_w, b"g".as_ptr().cast(), 1) };
+    assert_eq!(reap(child), 0);
+    for fd in [ready_r, ready_w, go_r, go_w] {
+        unsafe { libc::close(fd) };
+    }
+    let rmdir = evs
+        .iter()
+        .find(|e| matches!(e.action, Action::Unlink { .. }))
+        .unwrap_or_else(|| panic!("no rmdir in {evs:#?}"));
+    assert_eq!(
+        rmdir.action,
+        Action::Unlink {
+            dirfd: uapi::AT_FDCWD,
+            path: KStr::new("sub"),
+            rmdir: true,
+            call: UnlinkCall::Rmdir
+        }
+    );
+    assert_eq!(rmdir.ret, Some(0));
+    assert_eq!(rmdir.dir, Some(KStr::new(dir.path())));
+}
+
+#[test]
+fn fork_exec_exit_of_a_child_process() {
+    let Some(mut t) = tracer() else { return };
+    // sh forks for the first command (a second follows), so the fork is done by sh, not by us:
+    // the tracer ignores its own process.
+    let sh = std::process::Command::new("/bin/sh")
+        .args(["-c", "/bin/true & wait; echo $!"])
+        .output()
+        .unwrap();
+    assert!(sh.status.success());
+    let true_pid: u32 = String::from_utf8_lossy(&sh.stdout).trim().parse().unwrap();
+    let mut all = Vec::new();
+    t.drain(&mut all, usize::MAX);
+    let evs: Vec<Event> = all
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let fork = evs
+        .iter()
+        .find(|e| e.action == Action::Fork { child: true_pid })
+        .unwrap_or_else(|| panic!("no fork of {true_pid}"));
+    let sh_pid = fork.task.pid;
+    assert_eq!(fork.task.ppid, std::process::id());
+    assert_eq!(fork.new_mnt_ns, Some(fork.task.mnt_ns));
+    assert_eq!(fork.new_mnt_ns, Some(mnt_ns_of("self")));
+    let mine: Vec<&Action> = evs
+        .iter()
+        .filter(|e| e.task.pid == true_pid)
+        .map(|e| &e.action)
+        .collect();
+    assert_eq!(
+        mine,
+        [
+            &Action::Exec {
+                filename: KStr::new("/bin/true")
+            },
+            &Action::Exit
+        ],
+        "events of {true_pid}"
+    );
+    let child_exec = evs.iter().find(|e| e.task.pid == true_pid).unwrap();
+    assert_eq!(child_exec.task.ppid, sh_pid);
+    assert_eq!(child_exec.task.comm.as_str(), "true");
+    // sh itself exits as a process; its threads-only exits are not reported.
+    assert_eq!(
+        evs.iter()
+            .filter(|e| e.task.pid == sh_pid && e.action == Action::Exit)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_full_ring_buffer_counts_losses() {
+    // One page holds 5 records of 736 bytes (728 + 8-byte header); nobody drains it meanwhile.
+    let required = std::env::var("MNTLEAK_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    let mut t = match Tracer::attach(&LiveOptions { ring_bytes: 4096 }) {
+        Ok(t) => t,
+        Err(e) if !required => return eprintln!("skipping: {e}"),
+        Err(e) => panic!("{e}"),
+    };
+    let _ = t.take_losses();
+    let child = fork_child(|| unsafe {
+        for _ in 0..50 {
+            libc::umount2(c"/mntleak-no-such-path".as_ptr(), 0);
+        }
+        0
+    });
+    assert_eq!(reap(child), 0);
+    let Some(Record::Lost {
+        count,
+        first_ts_ns,
+        last_ts_ns,
+    }) = t.take_losses()
+    else {
+        panic!("no loss reported");
+    };
+    assert!(count >= 45, "lost {count}");
+    assert!(first_ts_ns <= last_ts_ns && first_ts_ns > 0);
+    // Reported once: the next call only has what was lost since.
+    let evs = events_of(&mut t, child as u32);
+    assert!(evs.len() <= 5);
+    assert_eq!(
+        Tracer::attach(&LiveOptions { ring_bytes: 5000 })
+            .err()
+            .map(|e| e.to_string()),
+        Some("ring buffer size 5000 is not a power of two of at least 4096 bytes".into())
+    );
+}

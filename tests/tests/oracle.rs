@@ -1,0 +1,177 @@
+//! The kernel is the reference: seeded random scenarios run for real (unshare, mount --bind,
+//! --rbind, --make-*, --move, umount, rmdir, holder exits) in a private scratch namespace tree,
+//! while the engine is fed the matching records; after every step the engine's mount table of
+//! each live namespace must equal /proc/<pid>/mountinfo under the scratch root (mountpoints,
+//! sources, propagation kinds and peer-group structure). A failure prints the seed and the log.
+//! `MNTLEAK_ORACLE_SCENARIOS=N` runs N seeds (default 200), `MNTLEAK_ORACLE_SEED=S` just one.
+
+#[path = "../src/scenario/mod.rs"]
+mod scenario;
+
+use mntleak::uapi::*;
+use scenario::{Rng, World};
+
+const STEPS: usize = 16;
+
+fn candidates(w: &World, h: usize) -> (Vec<String>, Vec<String>) {
+    let mut mps: Vec<String> = w
+        .real_table(h)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mountpoint.text)
+        .collect();
+    mps.sort();
+    mps.dedup();
+    let mut dirs: Vec<String> = (0..4).map(|i| format!("{}/d{i}", w.root)).collect();
+    for m in &mps {
+        if m != &w.root {
+            dirs.push(format!("{m}/e0"));
+            dirs.push(format!("{m}/e1"));
+        }
+    }
+    (mps, dirs)
+}
+
+fn step(w: &mut World, rng: &mut Rng, n: usize) -> std::io::Result<()> {
+    let live: Vec<usize> = (0..w.holders.len()).filter(|&i| w.alive(i)).collect();
+    let h = *rng.pick(&live);
+    let (mps, dirs) = candidates(w, h);
+    let sub: Vec<String> = mps.iter().filter(|m| **m != w.root).cloned().collect();
+    match rng.below(100) {
+        0..=24 => {
+            let t = rng.pick(&dirs).clone();
+            let src = format!("o{n}");
+            if w.mount(h, &format!("mount -n -t tmpfs {src} {t}"), &src, &t, "tmpfs", 0)? {
+                w.run(h, &format!("mkdir -p {t}/e0 {t}/e1"))?;
+            }
+        }
+        25..=39 => {
+            let src = rng.pick(&dirs).clone();
+            let dst = rng.pick(&dirs).clone();
+            let rec = rng.below(2) == 0;
+            let (opt, flags) = if rec {
+                ("--rbind", MS_BIND | MS_REC)
+            } else {
+                ("--bind", MS_BIND)
+            };
+            w.mount(h, &format!("mount -n {opt} {src} {dst}"), &src, &dst, "", flags)?;
+        }
+        40..=61 => {
+            let t = rng.pick(&mps).clone();
+            let kinds = [
+                ("shared", MS_SHARED),
+                ("slave", MS_SLAVE),
+                ("private", MS_PRIVATE),
+                ("unbindable", MS_UNBINDABLE),
+            ];
+            let (k, f) = *rng.pick(&kinds);
+            let rec = rng.below(2) == 0;
+            let opt = format!("--make-{}{k}", if rec { "r" } else { "" });
+            let flags = f | if rec { MS_REC } else { 0 };
+            w.mount(h, &format!("mount -n {opt} {t}"), "none", &t, "", flags)?;
+        }
+        62..=76 => {
+            if !sub.is_empty() {
+                let t = rng.pick(&sub).clone();
+                let detach = rng.below(3) == 0;
+                w.umount(h, &t, detach)?;
+            }
+        }
+        77..=84 => {
+            if live.len() < 5 {
+                let prop = *rng.pick(&["unchanged", "private", "slave", "shared"]);
+                w.unshare(h, prop)?;
+            }
+        }
+        85..=87 => {
+            let others: Vec<usize> = live.iter().copied().filter(|&i| i != 0).collect();
+            if !others.is_empty() {
+                let k = *rng.pick(&others);
+                w.kill(k);
+            }
+        }
+        88..=94 => {
+            // rmdir, here, of a directory another namespace mounts on (3.18 detach rule).
+            let other = *rng.pick(&live);
+            let (omps, _) = candidates(w, other);
+            let osub: Vec<String> = omps.into_iter().filter(|m| *m != w.root).collect();
+            if !osub.is_empty() {
+                let p = rng.pick(&osub).clone();
+                if w.rmdir(h, &p)? {
+                    w.run(h, &format!("mkdir -p {p}"))?;
+                }
+            }
+        }
+        _ => {
+            if !sub.is_empty() {
+                let src = rng.pick(&sub).clone();
+                let dst = rng.pick(&dirs).clone();
+                w.mount(h, &format!("mount -n --move {src} {dst}"), &src, &dst, "", MS_MOVE)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_seed(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let shared = rng.below(4) != 0;
+    let mut w = World::new("oracle", shared).map_err(|e| format!("seed {seed}: setup: {e}"))?;
+    let mut eng = mntleak::engine::Engine::new(mntleak::engine::EngineConfig::default());
+    let mut fed = 0;
+    let mut check = |w: &World, eng: &mut mntleak::engine::Engine, fed: &mut usize| {
+        for r in &w.records[*fed..] {
+            eng.apply(r);
+        }
+        *fed = w.records.len();
+        w.compare(eng)
+    };
+    if let Err(e) = check(&w, &mut eng, &mut fed) {
+        return Err(format!("seed {seed}: at start: {e}"));
+    }
+    for n in 0..STEPS {
+        step(&mut w, &mut rng, n).map_err(|e| format!("seed {seed}: step {n}: {e}"))?;
+        if let Err(e) = check(&w, &mut eng, &mut fed) {
+            return Err(format!(
+                "seed {seed}: after step {n}: {e}\nlog:\n  {}",
+                w.log.join("\n  ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn engine_agrees_with_the_kernel_on_random_scenarios() {
+    if !scenario::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let seeds: Vec<u64> = match std::env::var("MNTLEAK_ORACLE_SEED") {
+        Ok(s) => vec![s.parse().expect("MNTLEAK_ORACLE_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("MNTLEAK_ORACLE_SCENARIOS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            (1..=n).collect()
+        }
+    };
+    let mut failures = Vec::new();
+    for &s in &seeds {
+        if let Err(e) = run_seed(s) {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios disagree with the kernel; first:\n{}\nfailing seeds: {:?}",
+        failures.len(),
+        seeds.len(),
+        failures[0],
+        failures
+            .iter()
+            .map(|f| f.split(':').next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    );
+}
