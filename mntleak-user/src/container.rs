@@ -186,13 +186,7 @@ fn describe(list: &[&ContainerInfo]) -> String {
 /// drivers), containerd/CRI, CRI-O, podman and Kubernetes' cgroupfs driver. Ids are 64 hex digits;
 /// the innermost component that holds one wins (a container's own sub-cgroups sit below it).
 pub fn container_of_cgroup(cgroup_path: &str) -> Option<String> {
-    cgroup_path.rsplit('/').find_map(|comp| {
-        let comp = comp.strip_suffix(".scope").unwrap_or(comp);
-        // docker-<id>, cri-containerd-<id>, crio-<id>, libpod-<id>: the id is after the last '-'.
-        let id = comp.rsplit('-').next().unwrap_or(comp);
-        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| id.to_ascii_lowercase())
-    })
+    crate::sys::proc::container_id_of_cgroup(cgroup_path)
 }
 
 // ---------------------------------------------------------------------------------------------

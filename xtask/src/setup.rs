@@ -30,19 +30,10 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// What later steps (build, test, demo) must know after setup.
 #[derive(Debug, Default, Clone)]
-pub struct Setup {
+pub struct Toolchain {
     /// Set when nightly rust-src was unavailable and the eBPF object was built the Debian way:
     /// export it as `MNTLEAK_EBPF_OBJECT` for every later cargo command.
     pub ebpf_object: Option<PathBuf>,
-}
-
-impl Setup {
-    /// Adds the environment later cargo commands need.
-    pub fn apply(&self, cmd: &mut Command) {
-        if let Some(obj) = &self.ebpf_object {
-            cmd.env("MNTLEAK_EBPF_OBJECT", obj);
-        }
-    }
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
@@ -158,14 +149,14 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Installs everything; returns what later steps need (see [`Setup`]).
-pub fn setup() -> anyhow::Result<Setup> {
+/// Installs everything; returns what later steps need (see [`Toolchain`]).
+pub fn setup() -> anyhow::Result<Toolchain> {
     if !is_root() {
         bail!("cargo xtask setup installs packages and must run as root (there is no sudo here)");
     }
     apt_install(APT_PACKAGES)?;
     bpf_linker()?;
-    let mut result = Setup::default();
+    let mut result = Toolchain::default();
     if !nightly_rust_src() {
         apt_install(DEBIAN_RUST_PACKAGES)?;
         result.ebpf_object = Some(build_ebpf_debian()?);

@@ -374,8 +374,9 @@ impl Source {
                 self.base += self.pos as u64;
                 self.pos = 0;
             }
-            // Small reads first (tiny inputs stay cheap), growing to 256 KiB for big files.
-            let want = (n - self.buf.len()).max(self.chunk);
+            // Grow by what actually arrives, never by what a (possibly corrupt) length claims;
+            // small reads first so tiny inputs stay cheap, up to 256 KiB for big files.
+            let want = self.chunk;
             self.chunk = (self.chunk * 2).min(256 << 10);
             let old = self.buf.len();
             self.buf.resize(old + want, 0);

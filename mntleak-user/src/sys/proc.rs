@@ -96,30 +96,24 @@ fn cgroup_of(pid: u32) -> String {
 /// Map a cgroup path to a container id and/or a systemd unit: `docker-<id>.scope`, `/docker/<id>`,
 /// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `/kubepods/.../<id>`, `*.service`.
 pub fn owner_of_cgroup(cgroup: &str) -> Owner {
-    let mut owner = Owner::default();
-    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let comps: Vec<&str> = cgroup.split('/').filter(|c| !c.is_empty()).collect();
-    for (i, c) in comps.iter().enumerate() {
-        for prefix in ["docker-", "cri-containerd-", "crio-", "libpod-"] {
-            if let Some(id) = c
-                .strip_prefix(prefix)
-                .and_then(|r| r.strip_suffix(".scope"))
-                && is_id(id)
-            {
-                owner.container_id = Some(id.to_string());
-            }
-        }
-        if is_id(c)
-            && i > 0
-            && (comps[i - 1] == "docker" || comps[..i].iter().any(|p| p.starts_with("kubepods")))
-        {
-            owner.container_id = Some(c.to_string());
-        }
-        if c.ends_with(".service") {
-            owner.systemd_unit = Some(c.to_string());
-        }
+    Owner {
+        container_id: container_id_of_cgroup(cgroup),
+        systemd_unit: cgroup
+            .split('/')
+            .rfind(|c| c.ends_with(".service"))
+            .map(str::to_string),
     }
-    owner
+}
+
+/// The container id in a cgroup path: `/docker/<id>`, `docker-<id>.scope`,
+/// `cri-containerd-<id>.scope`, `crio-<id>`, `libpod-<id>`, `/kubepods/.../<id>`.
+pub fn container_id_of_cgroup(cgroup: &str) -> Option<String> {
+    cgroup.rsplit('/').find_map(|comp| {
+        let comp = comp.strip_suffix(".scope").unwrap_or(comp);
+        // The runtime prefixes end in '-': the id is after the last one.
+        let id = comp.rsplit('-').next().unwrap_or(comp);
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+    })
 }
 
 /// One open fd that refers to a namespace file.

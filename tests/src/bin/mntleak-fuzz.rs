@@ -3,7 +3,7 @@
 //! generated here; mutants are byte flips, truncations, splices, frame-length tweaks, frame
 //! duplication/removal, half of them with checksums recomputed so they reach the decoders.
 //!
-//! mntleak-fuzz [--runs N] [--corpus DIR] [--out DIR] [--seed S] [--write-seeds DIR]
+//! mntleak-fuzz [--runs N] [--corpus DIR] [--out DIR] [--seed S] [--write-seeds DIR] [--verbose]
 
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -34,6 +34,7 @@ struct Args {
     out: PathBuf,
     seed: u64,
     write_seeds: Option<PathBuf>,
+    verbose: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -43,6 +44,7 @@ fn parse_args() -> anyhow::Result<Args> {
         out: PathBuf::from("target/fuzz-out"),
         seed: 0x6d6e_746c_6561_6b21,
         write_seeds: None,
+        verbose: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,9 +55,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--out" => a.out = val()?.into(),
             "--seed" => a.seed = val()?.parse().context("--seed")?,
             "--write-seeds" => a.write_seeds = Some(val()?.into()),
+            "--verbose" => a.verbose = true,
             "-h" | "--help" => {
                 println!(
-                    "mntleak-fuzz [--runs N] [--corpus DIR] [--out DIR] [--seed S] [--write-seeds DIR]"
+                    "mntleak-fuzz [--runs N] [--corpus DIR] [--out DIR] [--seed S] [--write-seeds DIR] [--verbose]"
                 );
                 std::process::exit(0);
             }
@@ -432,6 +435,13 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    if args.verbose {
+        let mut all: Vec<_> = seen.iter().collect();
+        all.sort();
+        for s in all {
+            println!("{s}");
+        }
+    }
     println!(
         "mntleak-fuzz: {} inputs in {secs:.1}s ({:.0}/s), {seeds} seeds, {} distinct outcomes, {saved} saved to {}, no panic",
         args.runs,
