@@ -176,7 +176,10 @@ fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
     }
     let key = bpf_get_current_pid_tgid();
     let r = retry.0;
-    if PENDING.insert(key, &*ev, 0).is_ok() && (r[0] | r[1] | r[2]) != 0 {
+    // By reference: a by-value Event (728 bytes) would not fit on the 512-byte BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = PENDING.insert(key, &*ev, 0).is_ok();
+    if inserted && (r[0] | r[1] | r[2]) != 0 {
         let _ = RETRY.insert(key, r, 0);
     } else {
         // A leftover from a syscall whose exit was never seen must not be applied to this one.

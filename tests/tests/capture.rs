@@ -220,7 +220,12 @@ fn every_record() -> Vec<Record> {
     let ts = [5_000u64, 4_000, 9_000_000_000, u64::MAX, 0];
     for (i, a) in every_action().into_iter().enumerate() {
         recs.push(Record::Event(Event {
-            task: task(ts[i % ts.len()], 100 + i as u32 % 3, h[i % h.len()].clone(), NS_C),
+            task: task(
+                ts[i % ts.len()],
+                100 + i as u32 % 3,
+                h[i % h.len()].clone(),
+                NS_C,
+            ),
             action: a,
             ret: match i % 4 {
                 0 => Some(0),
@@ -289,7 +294,10 @@ fn round_trip_every_record_variant() {
     assert_eq!(back, recs);
     assert_eq!(r.stopped_at(), None);
     // The in-memory encoder writes the same bytes as the file writer.
-    assert_eq!(std::fs::read(&path).unwrap(), encode_to_vec(&header(), &recs));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        encode_to_vec(&header(), &recs)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -340,7 +348,10 @@ fn truncation_at_every_offset_stops_at_the_last_whole_record() {
             Some((p, off)) => {
                 assert!(!at_boundary, "cut at {len} on a boundary reported as torn");
                 assert_eq!(p, PathBuf::from("cut.cap"));
-                assert!(spans.iter().any(|s| s.0 as u64 == off && s.1 > len), "{off}");
+                assert!(
+                    spans.iter().any(|s| s.0 as u64 == off && s.1 > len),
+                    "{off}"
+                );
             }
         }
     }
@@ -372,7 +383,9 @@ fn flipped_bytes_never_pass_silently() {
     let (s, e) = spans[spans.len() / 2];
     let mut bad = full.clone();
     bad[(s + e) / 2] ^= 1;
-    let items: Vec<_> = CaptureReader::from_bytes("flip.cap", bad).unwrap().collect();
+    let items: Vec<_> = CaptureReader::from_bytes("flip.cap", bad)
+        .unwrap()
+        .collect();
     let err = items.last().unwrap().as_ref().unwrap_err().to_string();
     assert_eq!(items.iter().filter(|x| x.is_err()).count(), 1);
     assert!(!err.contains('\n'));
@@ -401,7 +414,10 @@ fn foreign_newer_and_empty_files_are_refused() {
         "{e}"
     );
     let e = CaptureReader::from_bytes("e.cap", vec![]).err().unwrap();
-    assert_eq!(e.to_string(), "e.cap: corrupt capture at byte 0: the file is empty");
+    assert_eq!(
+        e.to_string(),
+        "e.cap: corrupt capture at byte 0: the file is empty"
+    );
     let e = CaptureReader::from_bytes("t.txt", b"hello world\n".to_vec())
         .err()
         .unwrap();
@@ -479,7 +495,10 @@ fn bytes_per_event_on_container_churn() {
         .collect();
     let bytes = encode_to_vec(&header(), &recs).len();
     let per = bytes as f64 / recs.len() as f64;
-    println!("capture size on container churn: {per:.1} bytes/event ({bytes} bytes, {} events)", recs.len());
+    println!(
+        "capture size on container churn: {per:.1} bytes/event ({bytes} bytes, {} events)",
+        recs.len()
+    );
     assert!(per <= 48.0, "{per} bytes per event");
 }
 
@@ -541,7 +560,10 @@ fn rotation_replays_in_order_and_loses_nothing() {
     let set = rotated_set(&path);
     assert_eq!(set.len(), 3);
     let (back, _) = read_all(&set);
-    assert_eq!(back[0], recs[0], "the oldest kept file starts with the snapshot");
+    assert_eq!(
+        back[0], recs[0],
+        "the oldest kept file starts with the snapshot"
+    );
     assert_eq!(back[1..], recs[recs.len() - (back.len() - 1)..]);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -563,7 +585,10 @@ fn capture_files_are_0600_even_when_replacing_a_file() {
     let e = CaptureWriter::create(&link, &header(), RotateOptions::default())
         .err()
         .unwrap();
-    assert!(e.to_string().contains("cannot create the capture file"), "{e}");
+    assert!(
+        e.to_string().contains("cannot create the capture file"),
+        "{e}"
+    );
     assert!(!dir.join("elsewhere").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -652,17 +677,25 @@ fn full_disk_names_the_file_and_keeps_what_was_flushed() {
         let msg = err.to_string();
         let durable = w.records_written();
         assert!(durable > 0 && durable < written.len() as u64 + 1);
-        assert!(msg.starts_with(&format!("{}: write failed at byte ", path.display())), "{msg}");
+        assert!(
+            msg.starts_with(&format!("{}: write failed at byte ", path.display())),
+            "{msg}"
+        );
         assert!(msg.contains("No space left on device"), "{msg}");
         assert!(
-            msg.contains(&format!("; {durable} records were safely written before it")),
+            msg.contains(&format!(
+                "; {durable} records were safely written before it"
+            )),
             "{msg}"
         );
         // Later calls keep failing the same way instead of writing a hole.
         assert!(w.flush().is_err());
         drop(w);
         let (back, stopped) = read_all(std::slice::from_ref(&path));
-        assert_eq!(stopped, None, "the file was cut back to the last whole flush");
+        assert_eq!(
+            stopped, None,
+            "the file was cut back to the last whole flush"
+        );
         assert_eq!(back.len() as u64, durable);
         assert_eq!(back, written[..durable as usize]);
     });
@@ -715,9 +748,8 @@ fn rendering_escapes_hostile_strings_and_names_errors() {
         ..ev.clone()
     };
     assert!(
-        event_line(&mount, 0).ends_with(
-            "mount(\"/a\", \"/b\", \"\", MS_MGC_VAL|MS_BIND|MS_REC) = 0"
-        ),
+        event_line(&mount, 0)
+            .ends_with("mount(\"/a\", \"/b\", \"\", MS_MGC_VAL|MS_BIND|MS_REC) = 0"),
         "{}",
         event_line(&mount, 0)
     );
@@ -727,7 +759,10 @@ fn rendering_escapes_hostile_strings_and_names_errors() {
     );
     assert_eq!(format_wall(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(format_wall(-1), "1969-12-31T23:59:59.999Z");
-    assert_eq!(format_wall(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    assert_eq!(
+        format_wall(951_782_400_000_000_000),
+        "2000-02-29T00:00:00.000Z"
+    );
     assert_eq!(
         lost_line(5, 0, 1_000_000),
         "5 events lost between 1970-01-01T00:00:00.000Z and 1970-01-01T00:00:00.001Z"
@@ -741,4 +776,93 @@ fn rendering_escapes_hostile_strings_and_names_errors() {
     assert_eq!(s.by_syscall["clone"], 1);
     assert_eq!(s.render_json()["kind"], "summary");
     assert!(s.render_text().starts_with("summary: 20 events, 17 lost\n"));
+}
+
+#[test]
+fn oversized_records_are_refused_and_the_capture_stays_readable() {
+    let dir = scratch("large");
+    let path = dir.join("cap");
+    let mut w = CaptureWriter::create(&path, &header(), RotateOptions::default()).unwrap();
+    let before = small();
+    for r in &before {
+        w.write(r).unwrap();
+    }
+    let huge = Record::Event(Event {
+        action: Action::Chroot {
+            path: k(&"x".repeat(mntleak::capture::MAX_FRAME + 1)),
+        },
+        ..churn_event(0, 0)
+    });
+    let e = w.write(&huge).unwrap_err();
+    assert!(e.to_string().contains("exceeds the frame limit"), "{e}");
+    // Strings the refused record introduced must not be referenced by later records.
+    let after = vec![
+        Record::Event(Event {
+            action: Action::Chroot { path: k("/") },
+            ..churn_event(0, 0)
+        }),
+        Record::Event(churn_event(2, 1)),
+    ];
+    for r in &after {
+        w.write(r).unwrap();
+    }
+    w.finish().unwrap();
+    let (back, _) = read_all(&[path]);
+    assert_eq!(back, [before, after].concat());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_small_frame_cannot_expand_without_bound() {
+    // One 64 KiB dictionary string referenced by every field of thousands of mounts: a 40 KiB
+    // frame that would decode to gigabytes. The reader must refuse it, not try.
+    let s = k(&"m".repeat(64 << 10));
+    let m = MountInfo {
+        root: s.clone(),
+        mountpoint: s.clone(),
+        fstype: s.clone(),
+        source: s.clone(),
+        options: s,
+        ..MountInfo::default()
+    };
+    let rec = Record::NamespaceMounts {
+        ts_ns: 1,
+        ns: MntNs { id: 1, inum: 1 },
+        mounts: vec![m],
+    };
+    let mut d = encode_to_vec(&header(), &[rec]);
+    let (start, end) = *frame_spans(&d).last().unwrap();
+    let payload = d[start + 2..end - 4].to_vec(); // 1-byte length, type
+    assert_eq!(&payload[..4], &[1, 1, 1, 1], "ts, ns id, ns inum, count");
+    let one = &payload[4..];
+    let n = 4000u64;
+    let mut body = vec![13u8, 1, 1, 1]; // type NamespaceMounts, ts, ns
+    let mut v = n;
+    while v >= 0x80 {
+        body.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    body.push(v as u8);
+    for _ in 0..n {
+        body.extend_from_slice(one);
+    }
+    d.truncate(start);
+    let mut v = body.len() as u64;
+    while v >= 0x80 {
+        d.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    d.push(v as u8);
+    d.extend_from_slice(&body);
+    d.extend_from_slice(&[0; 4]);
+    mntleak::capture::fix_checksums(&mut d);
+    let items: Vec<_> = CaptureReader::from_bytes("bomb.cap", d).unwrap().collect();
+    assert_eq!(items.len(), 1);
+    let e = items[0].as_ref().unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "bomb.cap: corrupt capture at byte {start}: record expands beyond"
+        )),
+        "{e}"
+    );
 }

@@ -59,7 +59,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let c = CString::new(self.path()).unwrap();
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -385,5 +385,363 @@ fn a_full_ring_buffer_counts_losses() {
             .err()
             .map(|e| e.to_string()),
         Some("ring buffer size 5000 is not a power of two of at least 4096 bytes".into())
+    );
+}
+
+/// `struct mount_attr` (include/uapi/linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+#[test]
+fn new_mount_api_setns_and_clone3_arguments() {
+    let Some(mut t) = tracer() else { return };
+    let dir = Scratch::new("mountapi");
+    let target = CString::new(dir.path()).unwrap();
+    let host_ns = mnt_ns_of("self");
+    let host_fd = std::fs::File::open("/proc/self/ns/mnt").unwrap();
+    let host_fd = std::os::fd::AsRawFd::as_raw_fd(&host_fd);
+    let attr = MountAttr {
+        attr_set: uapi::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: uapi::MS_SHARED,
+        userns_fd: 0,
+    };
+    let mut cargs: libc::clone_args = unsafe { std::mem::zeroed() };
+    cargs.flags = uapi::CLONE_NEWNS;
+    cargs.exit_signal = libc::SIGCHLD as u64;
+    // Everything below happens in a private namespace of the child, so the host sees nothing.
+    let child = fork_child(|| unsafe {
+        use libc::{SYS_clone3, SYS_fsconfig, SYS_fsmount, SYS_fsopen, syscall};
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return 10;
+        }
+        let none = std::ptr::null::<libc::c_char>();
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            none.cast(),
+        ) != 0
+        {
+            return 11;
+        }
+        let fs = syscall(SYS_fsopen, c"tmpfs".as_ptr(), 1);
+        if fs < 0 {
+            return 12;
+        }
+        if syscall(SYS_fsconfig, fs, 1, c"size".as_ptr(), c"1m".as_ptr(), 0) != 0
+            || syscall(SYS_fsconfig, fs, 6, none, none, 0) != 0
+        {
+            return 13;
+        }
+        let mnt = syscall(SYS_fsmount, fs, 1, 4);
+        if mnt < 0 {
+            return 14;
+        }
+        if syscall(
+            libc::SYS_move_mount,
+            mnt,
+            c"".as_ptr(),
+            -100,
+            target.as_ptr(),
+            4,
+        ) != 0
+        {
+            return 15;
+        }
+        if syscall(
+            libc::SYS_mount_setattr,
+            -100,
+            target.as_ptr(),
+            0,
+            &raw const attr,
+            32,
+        ) != 0
+        {
+            return 16;
+        }
+        if syscall(
+            libc::SYS_open_tree,
+            -100,
+            target.as_ptr(),
+            1 | libc::O_CLOEXEC,
+        ) < 0
+        {
+            return 17;
+        }
+        if libc::setns(host_fd, libc::CLONE_NEWNS) != 0 {
+            return 18;
+        }
+        let pid = syscall(
+            SYS_clone3,
+            &raw const cargs,
+            std::mem::size_of::<libc::clone_args>(),
+        );
+        if pid == 0 {
+            syscall(libc::SYS_exit, 0);
+        }
+        if pid < 0 || libc::waitpid(pid as i32, std::ptr::null_mut(), 0) != pid as i32 {
+            return 19;
+        }
+        0
+    });
+    assert_eq!(reap(child), 0);
+    let evs = events_of(&mut t, child as u32);
+    let find =
+        |name: &str| -> Vec<&Event> { evs.iter().filter(|e| e.action.name() == name).collect() };
+    let ret = |e: &Event| e.ret.expect("syscalls carry their return value");
+
+    let private_ns = find("unshare")[0].new_mnt_ns.unwrap();
+    let fsopen = find("fsopen")[0];
+    assert_eq!(
+        fsopen.action,
+        Action::Fsopen {
+            fstype: KStr::new("tmpfs"),
+            flags: 1
+        }
+    );
+    let fs = ret(fsopen) as i32;
+    assert!(fs >= 0);
+    let fsconfig = find("fsconfig");
+    assert_eq!(
+        fsconfig[0].action,
+        Action::Fsconfig {
+            fd: fs,
+            cmd: uapi::FSCONFIG_SET_STRING,
+            key: KStr::new("size"),
+            value: KStr::new("1m")
+        }
+    );
+    assert_eq!(
+        fsconfig[1].action,
+        Action::Fsconfig {
+            fd: fs,
+            cmd: uapi::FSCONFIG_CMD_CREATE,
+            key: KStr::default(),
+            value: KStr::default()
+        }
+    );
+    let fsmount = find("fsmount")[0];
+    assert_eq!(
+        fsmount.action,
+        Action::Fsmount {
+            fd: fs,
+            flags: 1,
+            attr_flags: 4
+        }
+    );
+    let mnt = ret(fsmount) as i32;
+    assert_eq!(
+        find("move_mount")[0].action,
+        Action::MoveMount {
+            from_dirfd: mnt,
+            from_path: KStr::default(),
+            to_dirfd: uapi::AT_FDCWD,
+            to_path: KStr::new(dir.path()),
+            flags: uapi::MOVE_MOUNT_F_EMPTY_PATH
+        }
+    );
+    assert_eq!(
+        find("mount_setattr")[0].action,
+        Action::MountSetattr {
+            dirfd: uapi::AT_FDCWD,
+            path: KStr::new(dir.path()),
+            flags: 0,
+            attr_set: uapi::MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: uapi::MS_SHARED
+        }
+    );
+    assert_eq!(
+        find("open_tree")[0].action,
+        Action::OpenTree {
+            dirfd: uapi::AT_FDCWD,
+            path: KStr::new(dir.path()),
+            flags: uapi::OPEN_TREE_CLONE | uapi::OPEN_TREE_CLOEXEC
+        }
+    );
+    for e in [
+        "fsopen",
+        "fsmount",
+        "move_mount",
+        "mount_setattr",
+        "open_tree",
+    ] {
+        let e = find(e)[0];
+        assert!(ret(e) >= 0, "{e:?}");
+        assert_eq!(e.task.mnt_ns, private_ns, "{e:?}");
+    }
+
+    let setns = find("setns")[0];
+    assert_eq!(
+        setns.action,
+        Action::Setns {
+            fd: host_fd,
+            nstype: uapi::CLONE_NEWNS
+        }
+    );
+    assert_eq!(ret(setns), 0);
+    assert_eq!(setns.task.mnt_ns, private_ns);
+    assert_eq!(setns.new_mnt_ns, Some(host_ns));
+
+    let clone3 = find("clone3")[0];
+    assert_eq!(
+        clone3.action,
+        Action::Clone {
+            flags: uapi::CLONE_NEWNS,
+            clone3: true
+        }
+    );
+    let grandchild = ret(clone3);
+    assert!(grandchild > 0);
+    assert_eq!(clone3.task.mnt_ns, host_ns);
+    let fork = evs
+        .iter()
+        .find(|e| {
+            e.action
+                == Action::Fork {
+                    child: grandchild as u32,
+                }
+        })
+        .expect("fork event of the clone3 child");
+    let child_ns = fork.new_mnt_ns.expect("the child's namespaces");
+    assert!(child_ns != host_ns && child_ns != private_ns && child_ns.id != 0);
+}
+
+#[test]
+fn pivot_root_chroot_and_unlinkat_with_a_dirfd() {
+    let Some(mut t) = tracer() else { return };
+    let dir = Scratch::new("pivot");
+    let root = CString::new(dir.path()).unwrap();
+    let old = CString::new(format!("{}/old", dir.path())).unwrap();
+    let parent = CString::new(std::env::temp_dir().to_str().unwrap()).unwrap();
+    let name = CString::new(dir.0.file_name().unwrap().to_str().unwrap()).unwrap();
+    std::fs::create_dir(dir.0.join("sub")).unwrap();
+    let (ready_r, ready_w) = pipe();
+    let (go_r, go_w) = pipe();
+    let child = fork_child(|| unsafe {
+        // A failing rmdir through a dirfd: "<scratch>" is not empty, so ENOTEMPTY.
+        let dfd = libc::open(parent.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
+        if dfd < 0 || libc::unlinkat(dfd, name.as_ptr(), libc::AT_REMOVEDIR) == 0 {
+            return 9;
+        }
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return 10;
+        }
+        let none = std::ptr::null::<libc::c_char>();
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            none.cast(),
+        ) != 0
+            || libc::mount(
+                c"mntleak-pivot".as_ptr(),
+                root.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                none.cast(),
+            ) != 0
+            || libc::mkdir(old.as_ptr(), 0o700) != 0
+        {
+            return 11;
+        }
+        if libc::syscall(libc::SYS_pivot_root, root.as_ptr(), old.as_ptr()) != 0 {
+            return 12;
+        }
+        if libc::chroot(c"/old".as_ptr()) != 0 {
+            return 13;
+        }
+        // Keep the dirfd open until the tracer has resolved it.
+        libc::write(ready_w, b"r".as_ptr().cast(), 1);
+        let mut b = 0u8;
+        libc::read(go_r, (&raw mut b).cast(), 1);
+        0
+    });
+    let mut b = 0u8;
+    assert_eq!(
+        unsafe { libc::read(ready_r, (&raw mut b).cast(), 1) },
+        1,
+        "child failed early"
+    );
+    let evs = events_of(&mut t, child as u32);
+    unsafe { libc::write(go_w, b"g".as_ptr().cast(), 1) };
+    assert_eq!(reap(child), 0);
+    for fd in [ready_r, ready_w, go_r, go_w] {
+        unsafe { libc::close(fd) };
+    }
+    let unlinkat = evs
+        .iter()
+        .find(|e| e.action.name() == "unlinkat")
+        .unwrap_or_else(|| panic!("no unlinkat in {evs:#?}"));
+    let Action::Unlink {
+        dirfd,
+        path,
+        rmdir: true,
+        call: UnlinkCall::Unlinkat,
+    } = &unlinkat.action
+    else {
+        panic!("{unlinkat:?}")
+    };
+    assert!(*dirfd >= 0);
+    assert_eq!(path.as_str(), name.to_str().unwrap());
+    assert_eq!(unlinkat.ret, Some(-(libc::ENOTEMPTY as i64)));
+    assert_eq!(
+        unlinkat.dir.as_ref().map(KStr::as_str),
+        parent.to_str().ok()
+    );
+
+    let pivot = evs
+        .iter()
+        .find(|e| e.action.name() == "pivot_root")
+        .expect("pivot_root");
+    assert_eq!(
+        pivot.action,
+        Action::PivotRoot {
+            new_root: KStr::new(dir.path()),
+            put_old: KStr::new(format!("{}/old", dir.path()))
+        }
+    );
+    assert_eq!(pivot.ret, Some(0));
+    let chroot = evs
+        .iter()
+        .find(|e| e.action.name() == "chroot")
+        .expect("chroot");
+    assert_eq!(
+        chroot.action,
+        Action::Chroot {
+            path: KStr::new("/old")
+        }
+    );
+    assert_eq!(chroot.ret, Some(0));
+}
+
+#[test]
+fn attach_without_root_is_one_clear_error() {
+    // Only meaningful where the tracer can attach at all.
+    let Some(t) = tracer() else { return };
+    drop(t);
+    // attach checks the uid before it allocates anything, so this is safe after fork.
+    let child = fork_child(|| unsafe {
+        if libc::setuid(65534) != 0 {
+            return 10;
+        }
+        let ok = matches!(
+            Tracer::attach(&LiveOptions::default()),
+            Err(mntleak::live::LiveError::NotRoot)
+        );
+        if ok { 0 } else { 11 }
+    });
+    assert_eq!(reap(child), 0);
+    assert_eq!(
+        mntleak::live::LiveError::NotRoot.to_string(),
+        "live tracing needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs"
     );
 }

@@ -18,8 +18,8 @@ use bytes::BytesMut;
 
 use crate::model::{CaptureHeader, ContainerInfo, Record, Snapshot};
 
-pub use wire::{FORMAT_VERSION, MAGIC, MAX_FRAME};
 use wire::{Decoded, Decoder, Encoder, PREAMBLE, PREFIX_LEN};
+pub use wire::{FORMAT_VERSION, MAGIC, MAX_FRAME};
 
 /// The writer flushes on its own beyond this much buffered data, so memory stays bounded.
 const MAX_BUFFER: usize = 1 << 20;
@@ -213,8 +213,10 @@ impl CaptureWriter {
         self.enc.encode(rec, false, &mut self.buf);
         let size = self.buf.len() - before;
         if size > MAX_FRAME {
-            // Do not write a frame no reader would accept; its dictionary entries are harmless.
+            // Do not write a frame no reader would accept. Dictionary entries went with it, so
+            // restart the dictionaries (the records before still resolve: they precede the reset).
             self.buf.truncate(before);
+            self.enc.reset_with_frame(&mut self.buf);
             return Err(CaptureError::TooLarge {
                 path: self.path.clone(),
                 size,
@@ -507,6 +509,8 @@ impl Source {
     }
 }
 
+// A return value moved once per record: boxing would add an allocation per record.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Record(Record),
     End,

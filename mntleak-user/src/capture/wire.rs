@@ -2,7 +2,9 @@
 //! of each record. Strings and task identities are dictionary-coded so that an event costs a few
 //! bytes; the dictionaries live in frames of their own, written before the first record using them.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::mem::size_of;
 
 use bytes::{BufMut, BytesMut};
 
@@ -15,7 +17,10 @@ pub const MAGIC: [u8; 8] = *b"MNTLEAK\0";
 /// Bumped on any incompatible change; readers refuse newer files.
 pub const FORMAT_VERSION: u16 = 1;
 /// A frame larger than this is corruption (a snapshot of 100k mounts is a few MiB).
-pub const MAX_FRAME: usize = 64 << 20;
+pub const MAX_FRAME: usize = 16 << 20;
+/// What one frame may decode to (strings are shared in the file but copied out per record, so a
+/// crafted frame could otherwise expand a 16 MiB frame into terabytes).
+pub const MAX_EXPANSION: usize = 256 << 20;
 /// The header is small; anything bigger is corruption.
 pub const MAX_HEADER: usize = 1 << 20;
 /// Magic, version, header length.
@@ -106,7 +111,10 @@ pub fn encode_header(h: &crate::model::CaptureHeader, version: u16) -> BytesMut 
     out
 }
 
-pub fn decode_header_body(body: &[u8], version: u16) -> Result<crate::model::CaptureHeader, String> {
+pub fn decode_header_body(
+    body: &[u8],
+    version: u16,
+) -> Result<crate::model::CaptureHeader, String> {
     let mut c = Cursor::new(body);
     let kernel_release = String::from_utf8_lossy(c.bytes()?).into_owned();
     let hostname = String::from_utf8_lossy(c.bytes()?).into_owned();
@@ -182,7 +190,10 @@ impl<'a> Cursor<'a> {
         if self.b.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} unexpected bytes at the end of a record", self.b.len()))
+            Err(format!(
+                "{} unexpected bytes at the end of a record",
+                self.b.len()
+            ))
         }
     }
 }
@@ -216,6 +227,12 @@ impl Encoder {
         self.tasks.clear();
         self.string_bytes = 0;
         self.prev_ts = 0;
+    }
+
+    /// Forgets the dictionaries and tells the reader to do the same (after frames were dropped).
+    pub fn reset_with_frame(&mut self, out: &mut BytesMut) {
+        self.reset();
+        put_frame(out, T_RESET, &[]);
     }
 
     /// Appends the frames for `rec` (dictionary entries first) to `out`.
@@ -523,9 +540,13 @@ pub struct Decoder {
     string_bytes: usize,
     tasks: Vec<Task>,
     prev_ts: u64,
+    /// Bytes the current frame may still expand to.
+    budget: Cell<usize>,
 }
 
 /// What one frame turned out to be.
+// A return value moved once per record: boxing would add an allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     /// A dictionary update: nothing to yield.
     Internal,
@@ -543,6 +564,7 @@ impl Decoder {
     /// Decodes the body (type byte stripped) of a CRC-checked frame.
     pub fn frame(&mut self, ty: u8, body: &[u8]) -> Result<Decoded, String> {
         let mut c = Cursor::new(body);
+        self.budget.set(MAX_EXPANSION);
         let rec = match ty & !PREAMBLE {
             T_STRING => {
                 if self.strings.len() >= READER_MAX_ENTRIES
@@ -591,14 +613,28 @@ impl Decoder {
             },
             T_SNAPSHOT => Record::Snapshot(self.snapshot(&mut c)?),
             T_CONTAINER => {
-                let info: ContainerInfo = serde_json::from_slice(c.rest())
-                    .map_err(|e| format!("container record: {e}"))?;
+                let info: ContainerInfo = serde_json::from_slice(c.rest()).map_err(|e| {
+                    // serde quotes input in its messages: keep the error one safe line.
+                    format!(
+                        "container record: {}",
+                        crate::report::escape::escape(&e.to_string())
+                    )
+                })?;
                 Record::Container(info)
             }
             other => return Err(format!("unknown record type {other}")),
         };
         c.end()?;
         Ok(Decoded::Record(rec))
+    }
+
+    fn spend(&self, n: usize) -> Result<(), String> {
+        let left = self.budget.get();
+        if n > left {
+            return Err(format!("record expands beyond {MAX_EXPANSION} bytes"));
+        }
+        self.budget.set(left - n);
+        Ok(())
     }
 
     fn kstr(&self, c: &mut Cursor) -> Result<KStr, String> {
@@ -608,6 +644,7 @@ impl Decoder {
             .ok()
             .and_then(|i| self.strings.get(i))
             .ok_or_else(|| format!("unknown dictionary index {idx}"))?;
+        self.spend(text.len() + size_of::<KStr>())?;
         Ok(KStr {
             text: text.clone(),
             truncated: v & 1 == 1,
@@ -747,8 +784,10 @@ impl Decoder {
 
     fn mounts(&self, c: &mut Cursor) -> Result<Vec<MountInfo>, String> {
         let n = c.count()?;
-        let mut v = Vec::with_capacity(n);
+        // Capacity grows with what decodes, not with what a count claims.
+        let mut v = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
+            self.spend(size_of::<MountInfo>())?;
             let mut m = MountInfo {
                 mnt_id: c.varint()?,
                 parent_id: c.varint()?,
@@ -782,10 +821,12 @@ impl Decoder {
         let ts_ns = c.varint()?;
         let host_ns = ns_get(c)?;
         let n = c.count()?;
-        let mut namespaces = Vec::with_capacity(n);
+        let mut namespaces = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
+            self.spend(size_of::<NamespaceState>())?;
             let ns = ns_get(c)?;
             let np = c.count()?;
+            self.spend(np * size_of::<u32>())?;
             let mut pids = Vec::with_capacity(np);
             for _ in 0..np {
                 pids.push(c.u32()?);
@@ -794,8 +835,9 @@ impl Decoder {
             namespaces.push(NamespaceState { ns, pids, mounts });
         }
         let n = c.count()?;
-        let mut processes = Vec::with_capacity(n);
+        let mut processes = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
+            self.spend(size_of::<ProcessState>())?;
             processes.push(ProcessState {
                 pid: c.u32()?,
                 ppid: c.u32()?,

@@ -136,7 +136,12 @@ fn args_text(a: &Action) -> String {
             dirfd,
             path,
             flags: f,
-        } => format!("{}, {}, {}", fd(*dirfd), qs(path), names::open_tree_flags(*f)),
+        } => format!(
+            "{}, {}, {}",
+            fd(*dirfd),
+            qs(path),
+            names::open_tree_flags(*f)
+        ),
         Action::MountSetattr {
             dirfd,
             path,
@@ -271,7 +276,12 @@ fn args_json(a: &Action, m: &mut Map<String, Value>, tr: &mut Vec<Value>) {
             kstr_json(m, tr, "fsname", fstype);
             m.insert("flags".into(), list(fl(*flags, names::FSOPEN_FLAGS)));
         }
-        Action::Fsconfig { fd, cmd, key, value } => {
+        Action::Fsconfig {
+            fd,
+            cmd,
+            key,
+            value,
+        } => {
             m.insert("fd".into(), json!(fd));
             m.insert(
                 "cmd".into(),
@@ -329,7 +339,10 @@ fn args_json(a: &Action, m: &mut Map<String, Value>, tr: &mut Vec<Value>) {
                 "attr_clr".into(),
                 list(fl(*attr_clr, names::MOUNT_ATTR_FLAGS)),
             );
-            m.insert("propagation".into(), list(names::mount_flag_list(*propagation)));
+            m.insert(
+                "propagation".into(),
+                list(names::mount_flag_list(*propagation)),
+            );
         }
         Action::PivotRoot { new_root, put_old } => {
             kstr_json(m, tr, "new_root", new_root);

@@ -202,11 +202,10 @@ pub fn finding_text(f: &Finding, wall: &dyn Fn(u64) -> String) -> String {
         let _ = writeln!(s, "  held by:     {}", list.join(", "));
     }
     if let Some(r) = &f.resolved {
-        let by = r
-            .by
-            .as_ref()
-            .map(|e| format!(" ({})", ev_line(e, wall)))
-            .unwrap_or_default();
+        let by =
+            r.by.as_ref()
+                .map(|e| format!(" ({})", ev_line(e, wall)))
+                .unwrap_or_default();
         let _ = writeln!(
             s,
             "  resolved:    {} at {}{}",

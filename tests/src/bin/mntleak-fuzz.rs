@@ -24,7 +24,11 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
@@ -202,7 +206,10 @@ fn generated_seeds() -> Vec<(String, Vec<u8>)> {
     })];
     for (i, a) in actions.into_iter().enumerate() {
         all.push(Record::Event(Event {
-            task: task(1000 + i as u64 * 997, ["runc", "dockerd", "containerd-shim-runc"][i % 3]),
+            task: task(
+                1000 + i as u64 * 997,
+                ["runc", "dockerd", "containerd-shim-runc"][i % 3],
+            ),
             action: a,
             ret: [Some(0), Some(-16), None][i % 3],
             new_mnt_ns: (i % 4 == 0).then_some(ns),
@@ -238,7 +245,10 @@ fn generated_seeds() -> Vec<(String, Vec<u8>)> {
         ("events.cap".into(), encode_to_vec(&header, &events)),
         ("empty.cap".into(), encode_to_vec(&header, &[])),
         ("snapshot.cap".into(), encode_to_vec(&header, &all[..1])),
-        ("tail.cap".into(), encode_to_vec(&header, &all[all.len() - 3..])),
+        (
+            "tail.cap".into(),
+            encode_to_vec(&header, &all[all.len() - 3..]),
+        ),
     ]
 }
 
@@ -382,12 +392,14 @@ fn main() -> anyhow::Result<()> {
     }
     pool.extend(generated.into_iter().map(|(_, d)| d));
     if let Some(dir) = &args.corpus {
-        let entries =
-            std::fs::read_dir(dir).with_context(|| format!("cannot read corpus {}", dir.display()))?;
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read corpus {}", dir.display()))?;
         for e in entries {
             let p = e?.path();
             if p.is_file() {
-                pool.push(std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?);
+                pool.push(
+                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
+                );
             }
         }
     }

@@ -431,10 +431,14 @@ fn container_cycle(g: &mut Gen, out: &mut Vec<Record>) {
             None,
         ));
     }
+    // runc: chdir(rootfs); pivot_root(".", "."); umount2(".", MNT_DETACH). The live source
+    // resolves the relative paths against the cwd and puts it in `dir`.
     let t = inside(g);
-    out.push(g.event(t, Action::PivotRoot { new_root: KStr::new("."), put_old: KStr::new(".") }, Some(0), None));
+    let rec = g.event(t, Action::PivotRoot { new_root: KStr::new("."), put_old: KStr::new(".") }, Some(0), None);
+    out.push(with_dir(rec, &merged));
     let t = inside(g);
-    out.push(g.event(t, Action::Umount { target: KStr::new("."), flags: uapi::MNT_DETACH }, Some(0), None));
+    let rec = g.event(t, Action::Umount { target: KStr::new("."), flags: uapi::MNT_DETACH }, Some(0), None);
+    out.push(with_dir(rec, "/"));
     let t = inside(g);
     out.push(g.event(t, Action::Exec { filename: KStr::new("/usr/local/bin/app") }, None, None));
     // The workload: temporary files created and removed, some already gone.
@@ -463,6 +467,13 @@ fn container_cycle(g: &mut Gen, out: &mut Vec<Record>) {
         Some(0),
         None,
     ));
+}
+
+fn with_dir(mut rec: Record, dir: &str) -> Record {
+    if let Record::Event(ev) = &mut rec {
+        ev.dir = Some(KStr::new(dir));
+    }
+    rec
 }
 
 fn gen_capture(events: u64, path: &Path) -> anyhow::Result<serde_json::Value> {
