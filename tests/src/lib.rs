@@ -197,7 +197,7 @@ impl TraceSession {
     }
 
     /// Sends `signal`, waits for the exit, returns everything printed.
-    pub fn stop_with(mut self, signal: i32) -> anyhow::Result<TraceOutput> {
+    pub fn stop_with(self, signal: i32) -> anyhow::Result<TraceOutput> {
         // Let the ring buffer's last events reach userspace before the stop.
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: kill(2) on our own child.

@@ -539,6 +539,23 @@ fn rotation_replays_in_order_and_loses_nothing() {
     let (last, _) = read_all(&set[set.len() - 1..]);
     assert_eq!(last[0], recs[0]);
     assert_eq!(last[1..], recs[recs.len() - (last.len() - 1)..]);
+
+    // A file of another run in the set is refused, naming it.
+    let other = dir.join("other");
+    let mut h = header();
+    h.monotonic_to_wall_ns += 1;
+    let mut w = CaptureWriter::create(&other, &h, RotateOptions::default()).unwrap();
+    w.write(&recs[1]).unwrap();
+    w.finish().unwrap();
+    let mut r = CaptureReader::open(&[set[set.len() - 1].clone(), other.clone()]).unwrap();
+    let e = r.find_map(Result::err).unwrap().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: corrupt capture at byte 0: its header differs from the first file's: not the same capture run",
+            other.display()
+        )
+    );
     std::fs::remove_dir_all(dir).unwrap();
 
     // keep = 2: three files remain and they are the newest records, in order.
@@ -767,6 +784,48 @@ fn rendering_escapes_hostile_strings_and_names_errors() {
         lost_line(5, 0, 1_000_000),
         "5 events lost between 1970-01-01T00:00:00.000Z and 1970-01-01T00:00:00.001Z"
     );
+    // Every record variant renders as one line without raw control characters, and as JSON
+    // that parses back, with the stable keys.
+    for r in every_record() {
+        let Record::Event(e) = r else { continue };
+        let line = event_line(&e, wall);
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(line.contains(&format!(" {}(", e.action.name())), "{line}");
+        let j = event_json(&e, wall);
+        let back: serde_json::Value = serde_json::from_str(&j.to_string()).unwrap();
+        assert_eq!(back, j);
+        for key in [
+            "kind",
+            "time",
+            "ts_ns",
+            "pid",
+            "tid",
+            "ppid",
+            "comm",
+            "mnt_ns",
+            "mnt_ns_id",
+            "net_ns",
+            "syscall",
+            "ret",
+            "errno",
+        ] {
+            assert!(j.get(key).is_some(), "{key} missing in {j}");
+        }
+    }
+    let clone = Event {
+        action: Action::Clone {
+            flags: 0x0002_0000 | 17,
+            clone3: false,
+        },
+        ret: Some(4300),
+        new_mnt_ns: Some(NS_HOST),
+        ..ev.clone()
+    };
+    assert!(
+        event_line(&clone, 0).ends_with("clone(CLONE_NEWNS|SIGCHLD) = 4300 -> mnt:4026531841"),
+        "{}",
+        event_line(&clone, 0)
+    );
     let mut s = Summary::default();
     for r in every_record() {
         s.add(&r);
@@ -865,4 +924,32 @@ fn a_small_frame_cannot_expand_without_bound() {
         )),
         "{e}"
     );
+}
+
+#[test]
+fn a_snapshot_bigger_than_the_rotation_size_does_not_rotate_every_record() {
+    let dir = scratch("rotate-big");
+    let path = dir.join("cap");
+    let mut recs = vec![every_record().remove(0)];
+    recs.extend((0..400u64).map(|i| Record::Event(churn_event(i, i / 32))));
+    let mut w = CaptureWriter::create(
+        &path,
+        &header(),
+        RotateOptions {
+            size: Some(2048),
+            keep: None,
+        },
+    )
+    .unwrap();
+    for r in &recs {
+        w.write(r).unwrap();
+    }
+    w.finish().unwrap();
+    let set = rotated_set(&path);
+    // The snapshot alone exceeds 2 KiB; each file still holds at least 1 KiB of events.
+    assert!(std::fs::metadata(&set[0]).unwrap().len() > 2048);
+    assert!(set.len() > 2 && set.len() < 40, "{} files", set.len());
+    let (back, _) = read_all(&set);
+    assert_eq!(back, recs);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -119,7 +119,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
     let mut w = World::new("oracle", shared).map_err(|e| format!("seed {seed}: setup: {e}"))?;
     let mut eng = mntleak::engine::Engine::new(mntleak::engine::EngineConfig::default());
     let mut fed = 0;
-    let mut check = |w: &World, eng: &mut mntleak::engine::Engine, fed: &mut usize| {
+    let check = |w: &World, eng: &mut mntleak::engine::Engine, fed: &mut usize| {
         for r in &w.records[*fed..] {
             eng.apply(r);
         }

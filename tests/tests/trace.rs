@@ -8,12 +8,11 @@ fn live_json_reports_mount_with_real_namespace_and_result() {
         return;
     }
     let dir = Scratch::new("live");
-    let trace = TraceSession::start(&["--json", "--comm", "mntleak-probe"]).unwrap();
-    // A process with a known comm, in its own mount namespace, mounts then fails an umount.
+    let trace = TraceSession::start(&["--json", "--comm", "umount"]).unwrap();
+    // A process in its own mount namespace mounts, then fails an umount, then stays to be measured.
     let holder = Background::spawn(&format!(
         "exec unshare -m --propagation private sh -c 'mkdir -p {d}/m; mount -t tmpfs probe-src {d}/m; \
-         cp /bin/busybox {d}/mntleak-probe 2>/dev/null || cp $(command -v busybox) {d}/mntleak-probe; \
-         exec {d}/mntleak-probe sh -c \"umount {d}/not-a-mount; sleep 30\"'",
+         umount {d}/not-a-mount; exec sleep 30'",
         d = dir.s()
     ))
     .unwrap();
@@ -21,14 +20,15 @@ fn live_json_reports_mount_with_real_namespace_and_result() {
     let (ino, id) = mnt_ns_of(holder.pid()).unwrap();
     let out = trace.stop().unwrap();
     let events = out.json();
+    let target = format!("{}/not-a-mount", dir.s());
     let umount = events
         .iter()
-        .find(|e| e["syscall"] == "umount2")
-        .unwrap_or_else(|| panic!("no umount2 event in {}", out.stdout));
+        .find(|e| e["syscall"] == "umount2" && e.to_string().contains(&target))
+        .unwrap_or_else(|| panic!("no umount2 of {target} in {}", out.stdout));
     assert_eq!(umount["mnt_ns_inum"].as_u64(), Some(ino), "{umount}");
     assert_eq!(umount["mnt_ns_id"].as_u64(), Some(id), "{umount}");
     assert_eq!(umount["errno"], "ENOENT", "{umount}");
-    assert_eq!(umount["comm"], "mntleak-probe");
+    assert_eq!(umount["comm"], "umount");
     // The summary counts it.
     assert!(out.stdout.contains("\"summary\""), "{}", out.stdout);
 }

@@ -102,6 +102,8 @@ pub struct CaptureWriter {
     enc: Encoder,
     /// Bytes of the current file on disk.
     file_len: u64,
+    /// Bytes of the header and re-emitted records at the head of the current file.
+    preamble_len: u64,
     /// Records on disk in all files of this run.
     durable: u64,
     /// Records in `buf`.
@@ -133,6 +135,7 @@ impl CaptureWriter {
             buf: BytesMut::with_capacity(64 << 10),
             enc: Encoder::default(),
             file_len: 0,
+            preamble_len: 0,
             durable: 0,
             pending: 0,
             last_flush: Instant::now(),
@@ -187,7 +190,9 @@ impl CaptureWriter {
             self.enc.encode(rec, true, &mut self.buf);
         }
         // Preamble records are copies, not new records: they do not count.
-        self.write_buf(0)
+        self.write_buf(0)?;
+        self.preamble_len = self.file_len;
+        Ok(())
     }
 
     /// Replaces the snapshot that a rotated file starts with (the caller's current view).
@@ -223,8 +228,12 @@ impl CaptureWriter {
             });
         }
         self.pending += 1;
+        let size = self.file_len + self.buf.len() as u64;
+        // A file holds at least half a limit of new records, so a snapshot bigger than the limit
+        // cannot make every record rotate.
         if let Some(limit) = self.rotate.size
-            && self.file_len + self.buf.len() as u64 >= limit
+            && size >= limit
+            && size - self.preamble_len >= limit / 2
         {
             self.flush()?;
             return self.rotate_now();
@@ -282,7 +291,15 @@ impl CaptureWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let file = self.file.as_mut().expect("capture file is open");
+        let Some(file) = self.file.as_mut() else {
+            // Only after a failed rotation, which poisoned the writer already.
+            return Err(CaptureError::Write {
+                path: self.path.clone(),
+                offset: self.file_len,
+                records: self.durable,
+                source: io::Error::other("no capture file is open"),
+            });
+        };
         match file.write_all(&self.buf) {
             Ok(()) => {
                 self.file_len += self.buf.len() as u64;
@@ -308,6 +325,16 @@ impl CaptureWriter {
     }
 
     fn rotate_now(&mut self) -> Result<(), CaptureError> {
+        let res = self.rotate_files();
+        if let Err(e) = &res {
+            // Half-rotated: stop writing rather than guess which file is which.
+            self.failed.get_or_insert_with(|| e.to_string());
+            self.file = None;
+        }
+        res
+    }
+
+    fn rotate_files(&mut self) -> Result<(), CaptureError> {
         self.file = None;
         let ren = |from: &Path, to: &Path| {
             std::fs::rename(from, to).map_err(|e| CaptureError::Io {
@@ -585,7 +612,14 @@ impl CaptureReader {
                     self.cur = None;
                     if let Some(p) = self.rest.pop_front() {
                         let mut s = open_source(&p, true)?;
-                        s.header()?;
+                        // Rotated files of one run carry the same header (same clock offset):
+                        // a file of another run would put events at wrong times.
+                        if s.header()? != self.header {
+                            return Err(s.corrupt(
+                                0,
+                                "its header differs from the first file's: not the same capture run",
+                            ));
+                        }
                         self.cur = Some(s);
                     }
                 }

@@ -12,6 +12,28 @@ use crate::uapi::*;
 /// A family id meaning "a new filesystem: create its family when it is attached".
 pub(super) const NEW_FAMILY: u32 = u32::MAX;
 
+fn clone_flag_names(flags: u64) -> String {
+    let names = [
+        (CLONE_NEWNS, "CLONE_NEWNS"),
+        (CLONE_NEWUSER, "CLONE_NEWUSER"),
+        (CLONE_NEWPID, "CLONE_NEWPID"),
+        (CLONE_NEWNET, "CLONE_NEWNET"),
+        (CLONE_NEWUTS, "CLONE_NEWUTS"),
+        (CLONE_NEWIPC, "CLONE_NEWIPC"),
+        (CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
+    ];
+    let v: Vec<&str> = names
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "0".to_string()
+    } else {
+        v.join("|")
+    }
+}
+
 fn flag_names(flags: u64) -> String {
     let names = [
         (MS_BIND, "MS_BIND"),
@@ -22,8 +44,6 @@ fn flag_names(flags: u64) -> String {
         (MS_SLAVE, "MS_SLAVE"),
         (MS_PRIVATE, "MS_PRIVATE"),
         (MS_UNBINDABLE, "MS_UNBINDABLE"),
-        (CLONE_NEWNS, "CLONE_NEWNS"),
-        (CLONE_NEWUSER, "CLONE_NEWUSER"),
     ];
     let v: Vec<&str> = names
         .iter()
@@ -373,6 +393,11 @@ impl Engine {
             Some(p) => (p.root.clone(), e.dir.as_ref().map(|d| d.as_str())),
             None => (String::new(), None),
         };
+        // A relative path with no directory from the source cannot be placed: skip the event
+        // rather than guess (runc's pivot_root(".", ".") needs the cwd).
+        if dir.is_none() && action_has_relative_path(&e.action) {
+            return;
+        }
         let path = |p: &str| resolve(&root, dir, p);
         match &e.action {
             Action::Mount {
@@ -436,7 +461,7 @@ impl Engine {
                 if new.id == 0 || new.id == ns {
                     return;
                 }
-                let ev = self.evinfo(e, ns, format!("unshare({})", flag_names(*flags)));
+                let ev = self.evinfo(e, ns, format!("unshare({})", clone_flag_names(*flags)));
                 self.copy_ns(ns, new, flags & CLONE_NEWUSER != 0, &ev);
                 self.move_member(pid, ns, new.id);
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -464,7 +489,7 @@ impl Engine {
                 } else {
                     None
                 };
-                let detail = format!("{}({})", e.action.name(), flag_names(*flags));
+                let detail = format!("{}({})", e.action.name(), clone_flag_names(*flags));
                 self.new_child(e, ns, ret as u32, child_ns, flags & CLONE_NEWUSER != 0, detail);
             }
             Action::Fork { child } => {
@@ -773,6 +798,9 @@ impl Engine {
         let Some(old_root) = self.ns.get(&ns).and_then(|n| n.root) else {
             return;
         };
+        if nr == old_root || !self.subtree(old_root).contains(&nr) {
+            return;
+        }
         let Some(po_rel) = strip(put_old, new_root).map(|s| s.to_string()) else {
             return;
         };
@@ -891,6 +919,22 @@ impl Engine {
             (m.fstype == "nsfs" && nsfs_mnt_inum(&m.root) == Some(inum))
                 .then(|| format!("nsfs mount {} in mnt ns {}", m.mountpoint, m.ns))
         })
+    }
+}
+
+/// Whether a path argument the engine needs is relative.
+fn action_has_relative_path(a: &Action) -> bool {
+    let rel = |p: &crate::model::KStr| !p.as_str().is_empty() && !p.as_str().starts_with('/');
+    match a {
+        Action::Mount { source, target, flags, .. } => {
+            rel(target) || (flags & (MS_BIND | MS_MOVE) != 0 && rel(source))
+        }
+        Action::Umount { target, .. } => rel(target),
+        Action::Unlink { path, .. } => rel(path),
+        Action::OpenTree { path, .. } | Action::MountSetattr { path, .. } | Action::Chroot { path } => rel(path),
+        Action::MoveMount { from_path, to_path, .. } => rel(from_path) || rel(to_path),
+        Action::PivotRoot { new_root, put_old } => rel(new_root) || rel(put_old),
+        _ => false,
     }
 }
 

@@ -208,8 +208,11 @@ impl Engine {
         let n = self.ns.get(&ns)?;
         let climb = |mut c: MKey, p: &str| -> MKey {
             if let Some(v) = n.by_path.get(p) {
-                while let Some(&x) = v.iter().find(|&&x| self.m(x).parent == Some(c)) {
-                    c = x;
+                for _ in 0..v.len() {
+                    match v.iter().find(|&&x| x != c && self.m(x).parent == Some(c)) {
+                        Some(&x) => c = x,
+                        None => break,
+                    }
                 }
             }
             c
@@ -364,7 +367,8 @@ impl Engine {
     pub(super) fn subtree(&self, k: MKey) -> Vec<MKey> {
         let mut out = vec![k];
         let mut i = 0;
-        while i < out.len() {
+        // Bounded by the live mount count: a modelling bug must not turn into unbounded memory.
+        while i < out.len() && out.len() <= self.live_mounts + 1 {
             let m = self.m(out[i]);
             out.extend(m.children.iter().copied());
             i += 1;

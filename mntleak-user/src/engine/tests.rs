@@ -517,3 +517,15 @@ fn memory_stays_flat_over_churn() {
     assert!(st.families <= 4, "{st:?}");
     assert!(st.resolved_leaks <= MAX_RESOLVED);
 }
+
+/// Debug aid: dump a capture's records as JSON (MNTLEAK_DUMP_CAPTURE=<file>).
+#[test]
+fn dump_capture_records() {
+    let Ok(p) = std::env::var("MNTLEAK_DUMP_CAPTURE") else {
+        return;
+    };
+    let mut r = crate::capture::CaptureReader::open(&[std::path::PathBuf::from(p)]).unwrap();
+    for rec in r.by_ref() {
+        println!("{}", serde_json::to_string(&rec.unwrap()).unwrap());
+    }
+}

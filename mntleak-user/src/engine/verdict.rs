@@ -46,6 +46,24 @@ fn explain(syscall: &str, errno: &str) -> &'static str {
 }
 
 impl Engine {
+    /// A container's own namespace holding its own rootfs or volumes is not a foreign copy.
+    fn own_container_ns(&self, ns: u64, fam: u32) -> bool {
+        let Some(Some(f)) = self.families.get(fam as usize) else {
+            return false;
+        };
+        if let Some(r) = self.ns.get(&ns).and_then(|n| n.root)
+            && self.m(r).family == fam
+        {
+            return true; // pivot_root'ed into it
+        }
+        self.cfg.focus.iter().chain(self.containers.iter()).any(|c| {
+            c.mnt_ns.id == ns
+                && c.mount_paths
+                    .iter()
+                    .any(|p| f.path == *p || super::paths::strip(&f.path, p).is_some())
+        })
+    }
+
     fn holders(&self, ns: u64) -> Vec<Holder> {
         let mut v: Vec<Holder> = self
             .ns
@@ -231,7 +249,7 @@ impl Engine {
             let mut survivors: Vec<MKey> = f.members.iter().copied().collect();
             survivors.sort_unstable();
             for c in survivors {
-                if self.leak_by_mount.contains_key(&c) {
+                if self.leak_by_mount.contains_key(&c) || self.own_container_ns(self.m(c).ns, fam) {
                     continue;
                 }
                 if let Some(fd) = self.build(FindingKind::Leak, c, Some((shared, master)), Some(ev)) {
@@ -294,7 +312,7 @@ impl Engine {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
             };
-            if m.ns == f.origin_ns || !f.container_looking {
+            if m.ns == f.origin_ns || !f.container_looking || self.own_container_ns(m.ns, m.family) {
                 continue;
             }
             let Some(o) = f

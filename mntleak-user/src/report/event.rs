@@ -194,7 +194,8 @@ pub fn event_line(ev: &Event, wall_ns: i64) -> String {
         args_text(&ev.action)
     );
     match (&ev.action, ev.ret) {
-        (Action::Fork { .. } | Action::Exit, None) => {}
+        // Lifecycle events (tracepoints, not syscalls) have no result.
+        (Action::Fork { .. } | Action::Exec { .. } | Action::Exit, None) => {}
         (_, None) => s.push_str(" = ?"),
         (_, Some(r)) => match errno_of(r) {
             Some(name) => {

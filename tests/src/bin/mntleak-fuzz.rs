@@ -405,6 +405,23 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // Unbounded allocation is a bug too: cap the address space so it aborts instead of swapping.
+    // (The reader may legitimately use a few hundred MiB on a hostile frame.)
+    let limit = libc::rlimit {
+        rlim_cur: 2 << 30,
+        rlim_max: 2 << 30,
+    };
+    // SAFETY: setrlimit reads a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+        eprintln!(
+            "mntleak-fuzz: cannot limit memory: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    println!(
+        "mntleak-fuzz: seed {} (rerun with --seed to reproduce), memory capped at 2 GiB",
+        args.seed
+    );
     // Panics are caught and reported with the input; the default hook would spam stderr.
     std::panic::set_hook(Box::new(|_| {}));
     let mut rng = Rng(args.seed | 1);

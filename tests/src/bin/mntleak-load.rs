@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mntleak::model::{
-    Action, CaptureHeader, Event, KStr, MntNs, MountInfo, NamespaceState, ProcessState, Propagation,
-    Record, Snapshot, Task, UnlinkCall,
+    Action, CaptureHeader, Event, KStr, MntNs, MountInfo, NamespaceState, ProcessState,
+    Propagation, Record, Snapshot, Task, UnlinkCall,
 };
 use mntleak::uapi;
 
@@ -43,8 +43,12 @@ impl Opts {
         let mut map = HashMap::new();
         let mut it = args.iter();
         while let Some(k) = it.next() {
-            let key = k.strip_prefix("--").with_context(|| format!("unexpected argument {k:?}; {USAGE}"))?;
-            let v = it.next().with_context(|| format!("--{key} needs a value"))?;
+            let key = k
+                .strip_prefix("--")
+                .with_context(|| format!("unexpected argument {k:?}; {USAGE}"))?;
+            let v = it
+                .next()
+                .with_context(|| format!("--{key} needs a value"))?;
             map.insert(key.to_owned(), v.clone());
         }
         Ok(Self(map))
@@ -52,16 +56,22 @@ impl Opts {
     fn num<T: std::str::FromStr>(&self, key: &str) -> anyhow::Result<Option<T>> {
         self.0
             .get(key)
-            .map(|v| v.parse::<T>().map_err(|_| anyhow::anyhow!("--{key} {v:?} is not a number")))
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|_| anyhow::anyhow!("--{key} {v:?} is not a number"))
+            })
             .transpose()
     }
     fn req<T: std::str::FromStr>(&self, key: &str) -> anyhow::Result<T> {
-        self.num(key)?.with_context(|| format!("--{key} is required; {USAGE}"))
+        self.num(key)?
+            .with_context(|| format!("--{key} is required; {USAGE}"))
     }
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
-    let Some((cmd, rest)) = args.split_first() else { bail!("{USAGE}") };
+    let Some((cmd, rest)) = args.split_first() else {
+        bail!("{USAGE}")
+    };
     let opts = Opts::parse(rest)?;
     let out = match cmd.as_str() {
         "overhead" => {
@@ -94,7 +104,11 @@ fn cstr(p: &Path) -> CString {
 
 fn check(what: &str, path: &Path, rc: libc::c_int) -> anyhow::Result<()> {
     if rc < 0 {
-        bail!("{what} {}: {}", path.display(), std::io::Error::last_os_error());
+        bail!(
+            "{what} {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -118,7 +132,9 @@ fn mount(src: &Path, target: &Path, fstype: Option<&str>, flags: u64) -> anyhow:
 fn umount(target: &Path, flags: i32) -> anyhow::Result<()> {
     let t = cstr(target);
     // SAFETY: valid NUL-terminated string.
-    check("umount2", target, unsafe { libc::umount2(t.as_ptr(), flags) })
+    check("umount2", target, unsafe {
+        libc::umount2(t.as_ptr(), flags)
+    })
 }
 
 enum Limit {
@@ -137,14 +153,23 @@ impl PrivateScratch {
         // Before any thread exists: unshare(CLONE_NEWNS) applies to this (only) thread.
         // SAFETY: plain syscall.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } < 0 {
-            bail!("unshare(CLONE_NEWNS): {} (run as root)", std::io::Error::last_os_error());
+            bail!(
+                "unshare(CLONE_NEWNS): {} (run as root)",
+                std::io::Error::last_os_error()
+            );
         }
-        mount(Path::new("none"), Path::new("/"), None, uapi::MS_REC | uapi::MS_PRIVATE)?;
+        mount(
+            Path::new("none"),
+            Path::new("/"),
+            None,
+            uapi::MS_REC | uapi::MS_PRIVATE,
+        )?;
         let base = PathBuf::from(format!("/tmp/mntleak-load-{}", std::process::id()));
         std::fs::create_dir_all(&base).with_context(|| format!("mkdir {}", base.display()))?;
         mount(Path::new("tmpfs"), &base, Some("tmpfs"), 0)?;
         for d in ["a", "b"] {
-            std::fs::create_dir(base.join(d)).with_context(|| format!("mkdir {}/{d}", base.display()))?;
+            std::fs::create_dir(base.join(d))
+                .with_context(|| format!("mkdir {}/{d}", base.display()))?;
         }
         Ok(Self { base })
     }
@@ -196,7 +221,9 @@ fn mount_loop(limit: Limit) -> anyhow::Result<serde_json::Value> {
         }
         umount(&b, 0)?;
         // SAFETY: valid NUL-terminated string.
-        check("unlinkat", &file, unsafe { libc::unlinkat(libc::AT_FDCWD, file_c.as_ptr(), 0) })?;
+        check("unlinkat", &file, unsafe {
+            libc::unlinkat(libc::AT_FDCWD, file_c.as_ptr(), 0)
+        })?;
         umount(&a, 0)?;
         iterations += 1;
     }
@@ -211,7 +238,12 @@ fn mount_loop(limit: Limit) -> anyhow::Result<serde_json::Value> {
 
 /// `workers` threads making cheap traced syscalls that fail fast (umount2 of a directory that is
 /// not a mount: EINVAL; unlinkat of a missing file: ENOENT), paced to `rate` events/s in total.
-fn rate(workers: u32, rate: f64, seconds: Option<f64>, events: Option<u64>) -> anyhow::Result<serde_json::Value> {
+fn rate(
+    workers: u32,
+    rate: f64,
+    seconds: Option<f64>,
+    events: Option<u64>,
+) -> anyhow::Result<serde_json::Value> {
     if workers == 0 {
         bail!("--workers must be at least 1");
     }
@@ -234,7 +266,9 @@ fn rate(workers: u32, rate: f64, seconds: Option<f64>, events: Option<u64>) -> a
                 let mut done = 0u64;
                 loop {
                     let elapsed = start.elapsed();
-                    if deadline.is_some_and(|d| elapsed >= d) || per_worker_events.is_some_and(|n| done >= n) {
+                    if deadline.is_some_and(|d| elapsed >= d)
+                        || per_worker_events.is_some_and(|n| done >= n)
+                    {
                         break;
                     }
                     let due = if per_worker_rate > 0.0 {
@@ -295,7 +329,10 @@ impl Rng {
     }
 }
 
-const HOST_NS: MntNs = MntNs { id: 2, inum: 4026531841 };
+const HOST_NS: MntNs = MntNs {
+    id: 2,
+    inum: 4026531841,
+};
 
 struct Gen {
     rng: Rng,
@@ -315,14 +352,30 @@ impl Gen {
             ppid,
             comm: KStr::new(comm),
             mnt_ns: ns,
-            net_ns_inum: if ns == HOST_NS { 4026531840 } else { 4026532000 + (ns.id as u32 % 1000) },
+            net_ns_inum: if ns == HOST_NS {
+                4026531840
+            } else {
+                4026532000 + (ns.id as u32 % 1000)
+            },
             cgroup_id: 1000 + ns.id,
         }
     }
 
-    fn event(&mut self, task: Task, action: Action, ret: Option<i64>, new_mnt_ns: Option<MntNs>) -> Record {
+    fn event(
+        &mut self,
+        task: Task,
+        action: Action,
+        ret: Option<i64>,
+        new_mnt_ns: Option<MntNs>,
+    ) -> Record {
         self.events += 1;
-        Record::Event(Event { task, action, ret, new_mnt_ns, dir: None })
+        Record::Event(Event {
+            task,
+            action,
+            ret,
+            new_mnt_ns,
+            dir: None,
+        })
     }
 
     fn pid(&mut self) -> u32 {
@@ -334,7 +387,14 @@ impl Gen {
     }
 }
 
-fn mnt(id: u64, parent: u64, mountpoint: &str, fstype: &str, source: &str, shared: Option<u32>) -> MountInfo {
+fn mnt(
+    id: u64,
+    parent: u64,
+    mountpoint: &str,
+    fstype: &str,
+    source: &str,
+    shared: Option<u32>,
+) -> MountInfo {
     MountInfo {
         mnt_id: id,
         parent_id: parent,
@@ -344,7 +404,11 @@ fn mnt(id: u64, parent: u64, mountpoint: &str, fstype: &str, source: &str, share
         fstype: KStr::new(fstype),
         source: KStr::new(source),
         options: KStr::new("rw,relatime"),
-        propagation: Propagation { shared, master: None, unbindable: false },
+        propagation: Propagation {
+            shared,
+            master: None,
+            unbindable: false,
+        },
         ..MountInfo::default()
     }
 }
@@ -371,8 +435,16 @@ fn snapshot() -> Snapshot {
     Snapshot {
         ts_ns: 1_000_000,
         host_ns: HOST_NS,
-        namespaces: vec![NamespaceState { ns: HOST_NS, pids: vec![1, 400, 500], mounts }],
-        processes: vec![proc(1, 0, "systemd"), proc(400, 1, "containerd"), proc(500, 1, "dockerd")],
+        namespaces: vec![NamespaceState {
+            ns: HOST_NS,
+            pids: vec![1, 400, 500],
+            mounts,
+        }],
+        processes: vec![
+            proc(1, 0, "systemd"),
+            proc(400, 1, "containerd"),
+            proc(500, 1, "dockerd"),
+        ],
     }
 }
 
@@ -383,7 +455,10 @@ fn container_cycle(g: &mut Gen, out: &mut Vec<Record>) {
     let shim = g.pid();
     let init = g.pid();
     g.next_ns += 1;
-    let ns = MntNs { id: g.next_ns, inum: 4026532200 + (g.next_ns % 500) as u32 };
+    let ns = MntNs {
+        id: g.next_ns,
+        inum: 4026532200 + (g.next_ns % 500) as u32,
+    };
     let id = format!("{:016x}{:016x}", g.rng.next(), g.rng.next());
     let merged = format!("/var/lib/docker/overlay2/{id}/merged");
     let host = |g: &mut Gen, pid, ppid, comm: &str| g.task(pid, ppid, comm, HOST_NS);
@@ -401,13 +476,24 @@ fn container_cycle(g: &mut Gen, out: &mut Vec<Record>) {
         None,
     ));
     let t = host(g, 400, 1, "containerd");
-    out.push(g.event(t, Action::Clone { flags: 0x1200011, clone3: false }, Some(i64::from(shim)), None));
+    out.push(g.event(
+        t,
+        Action::Clone {
+            flags: 0x1200011,
+            clone3: false,
+        },
+        Some(i64::from(shim)),
+        None,
+    ));
     let t = host(g, 400, 1, "containerd");
     out.push(g.event(t, Action::Fork { child: shim }, None, None));
     let t = host(g, shim, 400, "containerd-shim");
     out.push(g.event(
         t,
-        Action::Clone { flags: uapi::CLONE_NEWNS | uapi::CLONE_NEWPID | uapi::CLONE_NEWNET, clone3: false },
+        Action::Clone {
+            flags: uapi::CLONE_NEWNS | uapi::CLONE_NEWPID | uapi::CLONE_NEWNET,
+            clone3: false,
+        },
         Some(i64::from(init)),
         Some(ns),
     ));
@@ -417,16 +503,36 @@ fn container_cycle(g: &mut Gen, out: &mut Vec<Record>) {
     let inside = |g: &mut Gen| g.task(init, shim, "runc:[2:INIT]", ns);
     let mounts: [(&str, String, &str, u64); 5] = [
         ("", "/".into(), "", uapi::MS_REC | uapi::MS_PRIVATE),
-        (merged.as_str(), merged.clone(), "", uapi::MS_BIND | uapi::MS_REC),
-        ("proc", format!("{merged}/proc"), "proc", uapi::MS_NOSUID | uapi::MS_NODEV | uapi::MS_NOEXEC),
+        (
+            merged.as_str(),
+            merged.clone(),
+            "",
+            uapi::MS_BIND | uapi::MS_REC,
+        ),
+        (
+            "proc",
+            format!("{merged}/proc"),
+            "proc",
+            uapi::MS_NOSUID | uapi::MS_NODEV | uapi::MS_NOEXEC,
+        ),
         ("tmpfs", format!("{merged}/dev"), "tmpfs", uapi::MS_NOSUID),
-        ("shm", format!("{merged}/dev/shm"), "tmpfs", uapi::MS_NOSUID | uapi::MS_NODEV),
+        (
+            "shm",
+            format!("{merged}/dev/shm"),
+            "tmpfs",
+            uapi::MS_NOSUID | uapi::MS_NODEV,
+        ),
     ];
     for (source, target, fstype, flags) in mounts {
         let t = inside(g);
         out.push(g.event(
             t,
-            Action::Mount { source: KStr::new(source), target: KStr::new(target), fstype: KStr::new(fstype), flags },
+            Action::Mount {
+                source: KStr::new(source),
+                target: KStr::new(target),
+                fstype: KStr::new(fstype),
+                flags,
+            },
             Some(0),
             None,
         ));
@@ -434,13 +540,36 @@ fn container_cycle(g: &mut Gen, out: &mut Vec<Record>) {
     // runc: chdir(rootfs); pivot_root(".", "."); umount2(".", MNT_DETACH). The live source
     // resolves the relative paths against the cwd and puts it in `dir`.
     let t = inside(g);
-    let rec = g.event(t, Action::PivotRoot { new_root: KStr::new("."), put_old: KStr::new(".") }, Some(0), None);
+    let rec = g.event(
+        t,
+        Action::PivotRoot {
+            new_root: KStr::new("."),
+            put_old: KStr::new("."),
+        },
+        Some(0),
+        None,
+    );
     out.push(with_dir(rec, &merged));
     let t = inside(g);
-    let rec = g.event(t, Action::Umount { target: KStr::new("."), flags: uapi::MNT_DETACH }, Some(0), None);
+    let rec = g.event(
+        t,
+        Action::Umount {
+            target: KStr::new("."),
+            flags: uapi::MNT_DETACH,
+        },
+        Some(0),
+        None,
+    );
     out.push(with_dir(rec, "/"));
     let t = inside(g);
-    out.push(g.event(t, Action::Exec { filename: KStr::new("/usr/local/bin/app") }, None, None));
+    out.push(g.event(
+        t,
+        Action::Exec {
+            filename: KStr::new("/usr/local/bin/app"),
+        },
+        None,
+        None,
+    ));
     // The workload: temporary files created and removed, some already gone.
     let files = 80 + g.rng.below(80);
     for i in 0..files {
@@ -449,7 +578,12 @@ fn container_cycle(g: &mut Gen, out: &mut Vec<Record>) {
         let path = format!("/tmp/app-{}/cache-{i}.tmp", g.rng.below(8));
         out.push(g.event(
             t,
-            Action::Unlink { dirfd: uapi::AT_FDCWD, path: KStr::new(path), rmdir: false, call: UnlinkCall::Unlinkat },
+            Action::Unlink {
+                dirfd: uapi::AT_FDCWD,
+                path: KStr::new(path),
+                rmdir: false,
+                call: UnlinkCall::Unlinkat,
+            },
             Some(if missing { -2 } else { 0 }),
             None,
         ));
@@ -459,11 +593,24 @@ fn container_cycle(g: &mut Gen, out: &mut Vec<Record>) {
     let t = host(g, shim, 400, "containerd-shim");
     out.push(g.event(t, Action::Exit, None, None));
     let t = host(g, 500, 1, "dockerd");
-    out.push(g.event(t, Action::Umount { target: KStr::new(merged.clone()), flags: 0 }, Some(0), None));
+    out.push(g.event(
+        t,
+        Action::Umount {
+            target: KStr::new(merged.clone()),
+            flags: 0,
+        },
+        Some(0),
+        None,
+    ));
     let t = host(g, 500, 1, "dockerd");
     out.push(g.event(
         t,
-        Action::Unlink { dirfd: uapi::AT_FDCWD, path: KStr::new(merged), rmdir: true, call: UnlinkCall::Rmdir },
+        Action::Unlink {
+            dirfd: uapi::AT_FDCWD,
+            path: KStr::new(merged),
+            rmdir: true,
+            call: UnlinkCall::Rmdir,
+        },
         Some(0),
         None,
     ));
@@ -485,19 +632,37 @@ fn gen_capture(events: u64, path: &Path) -> anyhow::Result<serde_json::Value> {
         monotonic_to_wall_ns: 1_764_600_000_000_000_000,
         missing: Vec::new(),
     };
-    let mut w = CaptureWriter::create(path, &header, RotateOptions { size: None, keep: None })
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    w.write(&Record::Snapshot(snapshot())).with_context(|| format!("write {}", path.display()))?;
-    let mut g = Gen { rng: Rng(0x9e37_79b9_7f4a_7c15), ts: 2_000_000, next_pid: 1000, next_ns: 100, events: 0 };
+    let mut w = CaptureWriter::create(
+        path,
+        &header,
+        RotateOptions {
+            size: None,
+            keep: None,
+        },
+    )
+    .with_context(|| format!("cannot create {}", path.display()))?;
+    w.write(&Record::Snapshot(snapshot()))
+        .with_context(|| format!("write {}", path.display()))?;
+    let mut g = Gen {
+        rng: Rng(0x9e37_79b9_7f4a_7c15),
+        ts: 2_000_000,
+        next_pid: 1000,
+        next_ns: 100,
+        events: 0,
+    };
     let mut buf = Vec::new();
     while g.events < events {
         container_cycle(&mut g, &mut buf);
         let room = (events - (g.events - buf.len() as u64)) as usize;
         for rec in buf.drain(..).take(room) {
-            w.write(&rec).with_context(|| format!("write {}", path.display()))?;
+            w.write(&rec)
+                .with_context(|| format!("write {}", path.display()))?;
         }
     }
-    w.finish().with_context(|| format!("finish {}", path.display()))?;
-    let bytes = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?.len();
+    w.finish()
+        .with_context(|| format!("finish {}", path.display()))?;
+    let bytes = std::fs::metadata(path)
+        .with_context(|| format!("stat {}", path.display()))?
+        .len();
     Ok(serde_json::json!({ "events": events.min(g.events), "bytes": bytes }))
 }

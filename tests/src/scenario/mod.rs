@@ -113,6 +113,8 @@ pub struct World {
     pub records: Vec<Record>,
     pub ts: u64,
     pub log: Vec<String>,
+    /// Command name recorded for the next events (a "dockerd"), instead of the tool's.
+    pub comm: Option<String>,
 }
 
 fn wait_for_sleep(pid: u32, not_ns: u64) -> std::io::Result<MntNs> {
@@ -142,13 +144,22 @@ impl World {
             .stdin(Stdio::null())
             .spawn()?;
         let pid = child.id();
-        let ns = wait_for_sleep(pid, me.id)?;
+        let mut child = child;
+        let ns = match wait_for_sleep(pid, me.id) {
+            Ok(ns) => ns,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         let mut w = World {
             root: root.clone(),
             holders: vec![Holder { child, pid, ns }],
             records: Vec::new(),
             ts: 1,
             log: Vec::new(),
+            comm: None,
         };
         // The scratch tmpfs exists before the snapshot: part of the starting state.
         w.run(0, &format!("mount -n -t tmpfs scratch {root} && mkdir {root}/d0 {root}/d1 {root}/d2 {root}/d3"))?;
@@ -198,7 +209,7 @@ impl World {
                 pid: hd.pid,
                 tid: hd.pid,
                 ppid: 0,
-                comm: KStr::new(comm),
+                comm: KStr::new(self.comm.as_deref().unwrap_or(comm)),
                 mnt_ns: hd.ns,
                 net_ns_inum: 0,
                 cgroup_id: 0,
@@ -261,6 +272,23 @@ impl World {
         Ok(ok)
     }
 
+    pub fn unlink(&mut self, h: usize, path: &str) -> std::io::Result<bool> {
+        let ok = self.run(h, &format!("rm {path}"))?;
+        self.event(
+            h,
+            "rm",
+            Action::Unlink {
+                dirfd: AT_FDCWD,
+                path: KStr::new(path),
+                rmdir: false,
+                call: UnlinkCall::Unlinkat,
+            },
+            Some(if ok { 0 } else { -16 }),
+            None,
+        );
+        Ok(ok)
+    }
+
     /// A new namespace unshared from holder `parent`'s, with `--propagation prop`
     /// (unchanged|private|slave|shared). Returns its holder index.
     pub fn unshare(&mut self, parent: usize, prop: &str) -> std::io::Result<usize> {
@@ -271,7 +299,15 @@ impl World {
             .stdin(Stdio::null())
             .spawn()?;
         let pid = child.id();
-        let ns = wait_for_sleep(pid, pns.id)?;
+        let mut child = child;
+        let ns = match wait_for_sleep(pid, pns.id) {
+            Ok(ns) => ns,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         self.log.push(format!("[ns{parent}] unshare --propagation {prop} -> pid {pid} ns {}", ns.id));
         self.event(parent, "nsenter", Action::Fork { child: pid }, None, Some(pns));
         self.holders.push(Holder {
