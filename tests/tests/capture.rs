@@ -552,8 +552,9 @@ fn rotation_replays_in_order_and_loses_nothing() {
     assert_eq!(
         e,
         format!(
-            "{}: corrupt capture at byte 0: its header differs from the first file's: not the same capture run",
-            other.display()
+            "{}: not part of the same capture run as {} (the headers differ); give one run's files, oldest first",
+            other.display(),
+            set[set.len() - 1].display()
         )
     );
     std::fs::remove_dir_all(dir).unwrap();

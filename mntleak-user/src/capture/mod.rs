@@ -61,6 +61,11 @@ pub enum CaptureError {
     },
     #[error("{}: a {size}-byte record exceeds the frame limit of {MAX_FRAME} bytes", path.display())]
     TooLarge { path: PathBuf, size: usize },
+    #[error(
+        "{}: not part of the same capture run as {} (the headers differ); give one run's files, oldest first",
+        path.display(), first.display()
+    )]
+    OtherRun { path: PathBuf, first: PathBuf },
     #[error("no capture files given")]
     NoFiles,
 }
@@ -548,6 +553,7 @@ enum Next {
 /// Reads a capture, or a rotated set oldest first, as one stream of records.
 pub struct CaptureReader {
     header: CaptureHeader,
+    first: PathBuf,
     cur: Option<Source>,
     rest: VecDeque<PathBuf>,
     stopped: Option<(PathBuf, u64)>,
@@ -561,6 +567,7 @@ impl CaptureReader {
         let header = src.header()?;
         Ok(Self {
             header,
+            first: first.clone(),
             cur: Some(src),
             rest: rest.iter().cloned().collect(),
             stopped: None,
@@ -575,10 +582,12 @@ impl CaptureReader {
 
     /// A capture from any byte stream; `name` is used in errors.
     pub fn from_reader(name: impl Into<PathBuf>, r: Box<dyn Read>) -> Result<Self, CaptureError> {
-        let mut src = new_source(name.into(), r, false);
+        let name = name.into();
+        let mut src = new_source(name.clone(), r, false);
         let header = src.header()?;
         Ok(Self {
             header,
+            first: name,
             cur: Some(src),
             rest: VecDeque::new(),
             stopped: None,
@@ -615,10 +624,10 @@ impl CaptureReader {
                         // Rotated files of one run carry the same header (same clock offset):
                         // a file of another run would put events at wrong times.
                         if s.header()? != self.header {
-                            return Err(s.corrupt(
-                                0,
-                                "its header differs from the first file's: not the same capture run",
-                            ));
+                            return Err(CaptureError::OtherRun {
+                                path: p,
+                                first: self.first.clone(),
+                            });
                         }
                         self.cur = Some(s);
                     }
