@@ -202,9 +202,18 @@ impl Traced {
         Ok(t)
     }
 
-    /// Starts bpftrace on bench/overhead.bt and waits for its BEGIN line ("ready") in the output.
+    /// Starts bpftrace on bench/overhead.bt and waits until every tracepoint is attached. Its
+    /// output file is block-buffered (as it should be, for a fair comparison), so the BEGIN line
+    /// may not show: count its perf event fds instead (one per tracepoint, one per CPU buffer).
     fn bpftrace(stdout: PathBuf) -> anyhow::Result<Self> {
         let script = crate::root().join("bench/overhead.bt");
+        let text = std::fs::read_to_string(&script)
+            .with_context(|| format!("read {}", script.display()))?;
+        let probes = text
+            .lines()
+            .filter(|l| l.starts_with("tracepoint:"))
+            .count();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let started = Instant::now();
         let child = Command::new("bpftrace")
             .arg("-o")
@@ -219,8 +228,27 @@ impl Traced {
             stdout,
             attach: Duration::ZERO,
         };
+        let fd_dir = format!("/proc/{}/fd", t.child.id());
+        let (mut last, mut stable_since) = (0, Instant::now());
         loop {
-            if std::fs::read(&t.stdout).is_ok_and(|b| b.windows(5).any(|w| w == b"ready")) {
+            let perf_fds = std::fs::read_dir(&fd_dir)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| {
+                            std::fs::read_link(e.path())
+                                .is_ok_and(|l| l.as_os_str() == "anon_inode:[perf_event]")
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if perf_fds != last {
+                (last, stable_since) = (perf_fds, Instant::now());
+            }
+            let printed =
+                std::fs::read(&t.stdout).is_ok_and(|b| b.windows(5).any(|w| w == b"ready"));
+            if printed
+                || (last >= probes + cpus && stable_since.elapsed() > Duration::from_millis(300))
+            {
                 break;
             }
             if let Some(st) = t.child.try_wait()? {
@@ -230,7 +258,10 @@ impl Traced {
                 );
             }
             if started.elapsed() > Duration::from_secs(120) {
-                bail!("bpftrace did not attach within 120 s");
+                bail!(
+                    "bpftrace did not attach within 120 s ({last} of {} perf events)",
+                    probes + cpus
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -252,7 +283,8 @@ impl Traced {
         loop {
             if let Some(st) = self.child.try_wait()? {
                 use std::os::unix::process::ExitStatusExt;
-                if let Some(sig) = st.signal() {
+                // bpftrace ends by the SIGINT it was sent: that is its normal exit.
+                if let Some(sig) = st.signal().filter(|s| *s != libc::SIGINT) {
                     bail!(
                         "the tracer died of signal {sig} (an abort is likely the {} GiB memory limit)",
                         TRACER_AS_LIMIT >> 30
@@ -374,6 +406,31 @@ fn machine() -> Value {
     json!({ "cpus": cpus, "model": model, "mem_bytes": mem_kb * 1024 })
 }
 
+/// Tracers we did not start (other users' mntleak-trace or bpftrace): they trace our workloads
+/// too and take CPU, so the figures of a run that saw them are suspect.
+fn foreign_tracers() -> Vec<Value> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let ppid: u32 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            (matches!(comm, "mntleak-trace" | "bpftrace") && ppid != me)
+                .then(|| json!({ "pid": pid, "comm": comm }))
+        })
+        .collect()
+}
+
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(m) = args.soak_minutes {
         return soak_for(Duration::from_secs_f64(m * 60.0), args.no_build);
@@ -389,12 +446,20 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mut details = serde_json::Map::new();
     let mut result = serde_json::Map::new();
 
+    let mut foreign = serde_json::Map::new();
     let mut part = |name: &str,
                     key: &str,
                     field: &str,
                     f: &mut dyn FnMut(&mut Vec<f64>) -> anyhow::Result<Value>| {
         if !want(name) {
             return;
+        }
+        let others = foreign_tracers();
+        if !others.is_empty() {
+            eprintln!(
+                "bench: warning: other tracers are running ({others:?}); the {name} figures are suspect"
+            );
+            foreign.insert(name.into(), json!(others));
         }
         match f(&mut attach_ms) {
             Ok(v) => {
@@ -465,6 +530,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         },
     );
     details.insert("attach_ms_samples".into(), json!(attach_ms));
+    // Which parts ran while tracers we did not start were running (empty: a clean run).
+    result.insert("concurrent_tracers".into(), Value::Object(foreign));
     result.insert("machine".into(), machine());
     result.insert("kernel".into(), json!(sh_out("uname", &["-r"])));
     result.insert(
@@ -545,10 +612,21 @@ fn overhead(
         args.rounds, args.iterations
     );
     run(bins)?; // warm-up: page cache, slab caches
+    // Also the cost of one cheap traced syscall (umount2 EINVAL / unlinkat ENOENT, one worker flat
+    // out for a second): the event path alone, without fork and namespace copies.
+    let syscall_ns = |bins: &Bins| -> anyhow::Result<f64> {
+        let l = load(
+            bins,
+            &["rate", "--workers", "1", "--rate", "0", "--seconds", "1"],
+        )?;
+        Ok(1e9 / num(&l, "events_per_sec")?)
+    };
+    let (mut sys_plain, mut sys_mntleak, mut sys_bpf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut plain, mut mntleak, mut bpf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut lost_mntleak, mut bt_lines) = (0u64, 0u64);
     for round in 0..args.rounds {
         plain.push(run(bins)?);
+        sys_plain.push(syscall_ns(bins)?);
 
         let t = Traced::mntleak(
             bins,
@@ -557,12 +635,14 @@ fn overhead(
         )?;
         attach_ms.push(t.attach.as_secs_f64() * 1e3);
         mntleak.push(run(bins)?);
+        sys_mntleak.push(syscall_ns(bins)?);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
 
         let out = dir.join("tmp/overhead-bpftrace.out");
         let t = Traced::bpftrace(out.clone())?;
         bpf.push(run(bins)?);
+        sys_bpf.push(syscall_ns(bins)?);
         t.stop()?;
         bt_lines +=
             std::fs::read(&out).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64);
@@ -577,6 +657,12 @@ fn overhead(
     let samples = json!({ "untraced_ns_per_iter": plain, "mntleak_ns_per_iter": mntleak, "bpftrace_ns_per_iter": bpf });
     let (p, m, b) = (median(&mut plain), median(&mut mntleak), median(&mut bpf));
     let (rm, rb) = (m / p, b / p);
+    let (sp, sm, sb) = (
+        median(&mut sys_plain),
+        median(&mut sys_mntleak),
+        median(&mut sys_bpf),
+    );
+    println!("  one traced syscall: untraced {sp:.0} ns, mntleak {sm:.0} ns, bpftrace {sb:.0} ns");
     Ok(json!({
         "iterations": args.iterations,
         "rounds": args.rounds,
@@ -585,6 +671,9 @@ fn overhead(
         "ratio_bpftrace": (rb * 1e4).round() / 1e4,
         // mntleak's added cost as a share of bpftrace's (target: at most 0.5).
         "added_overhead_vs_bpftrace": if rb > 1.0 { json!(((rm - 1.0) / (rb - 1.0) * 1e3).round() / 1e3) } else { Value::Null },
+        "syscall_ns": { "untraced": sp.round(), "mntleak": sm.round(), "bpftrace": sb.round() },
+        "syscall_ratio_mntleak": (sm / sp * 1e3).round() / 1e3,
+        "syscall_ratio_bpftrace": (sb / sp * 1e3).round() / 1e3,
         "mntleak_lost": lost_mntleak,
         "bpftrace_lines": bt_lines,
         "samples": samples,
@@ -895,11 +984,23 @@ fn soak_for(length: Duration, no_build: bool) -> anyhow::Result<()> {
         .context("cannot start mntleak-load rate")?;
     let started = Instant::now();
     let mut samples = Vec::new();
+    let mut died = None;
     loop {
         let t_s = started.elapsed().as_secs_f64();
-        let rss = status_kb(t.pid(), "VmRSS")? * 1024;
-        println!("  {t_s:>6.0} s  RSS {:.1} MiB", rss as f64 / 1048576.0);
-        samples.push((t_s, rss as f64));
+        // VmSize too: a reservation that is never touched shows there, not in VmRSS.
+        let (rss, vsz) = match (status_kb(t.pid(), "VmRSS"), status_kb(t.pid(), "VmSize")) {
+            (Ok(r), Ok(v)) => (r * 1024, v * 1024),
+            _ => {
+                died = Some(format!("the tracer died after {t_s:.0} s"));
+                break;
+            }
+        };
+        println!(
+            "  {t_s:>6.0} s  RSS {:.1} MiB  VmSize {:.1} MiB",
+            rss as f64 / 1048576.0,
+            vsz as f64 / 1048576.0
+        );
+        samples.push((t_s, rss as f64, vsz));
         if churn.try_wait()?.is_some() && unlinks.try_wait()?.is_some() {
             break;
         }
@@ -909,11 +1010,24 @@ fn soak_for(length: Duration, no_build: bool) -> anyhow::Result<()> {
         let next = Duration::from_secs(10 * samples.len() as u64);
         std::thread::sleep(next.saturating_sub(started.elapsed()));
     }
+    if died.is_some() {
+        let _ = churn.kill();
+        let _ = unlinks.kill();
+    }
     let _ = churn.wait();
     let _ = unlinks.wait();
-    let peak = status_kb(t.pid(), "VmHWM")? * 1024;
-    let (lost, events) = summary_counts(&t.stop()?);
+    let peak = status_kb(t.pid(), "VmHWM").map_or(0, |k| k * 1024);
+    let (lost, events) = match t.stop() {
+        Ok(summary) => summary_counts(&summary),
+        Err(e) => {
+            died.get_or_insert_with(|| format!("{e:#}"));
+            (None, None)
+        }
+    };
     // Least-squares slope over the second half: the first half includes warm-up growth.
+    if samples.is_empty() {
+        bail!("the tracer died before the first sample");
+    }
     let half = &samples[samples.len() / 2..];
     let n = half.len() as f64;
     let (mx, my) = (
@@ -929,7 +1043,8 @@ fn soak_for(length: Duration, no_build: bool) -> anyhow::Result<()> {
     let files = std::fs::read_dir(&capdir).map_or(0, |d| d.count());
     let out = json!({
         "minutes": minutes,
-        "samples": samples.iter().map(|(t, r)| json!({ "t_s": t.round(), "rss_bytes": *r as u64 })).collect::<Vec<_>>(),
+        "samples": samples.iter().map(|(t, r, v)| json!({ "t_s": t.round(), "rss_bytes": *r as u64, "vm_size_bytes": v })).collect::<Vec<_>>(),
+        "error": died,
         "slope_bytes_per_min": slope_per_min.round(),
         "flat": flat,
         "peak_rss_bytes": peak,
@@ -951,5 +1066,8 @@ fn soak_for(length: Duration, no_build: bool) -> anyhow::Result<()> {
         if flat { "flat" } else { "GROWING" }
     );
     println!("written to {}", path.display());
+    if let Some(e) = died {
+        bail!("soak: {e} (the samples so far are in {})", path.display());
+    }
     Ok(())
 }

@@ -217,14 +217,15 @@ impl Engine {
 
     fn looks_container(&self, path: &str, source: &str, fstype: &str) -> bool {
         let in_focus = |p: &str| {
-            self.cfg.focus.iter().chain(self.containers.iter()).any(|c| {
-                c.mount_paths.iter().any(|fp| {
-                    !fp.is_empty()
-                        && (p == fp
-                            || paths::strip(p, fp).is_some()
-                            || source == fp)
+            self.cfg
+                .focus
+                .iter()
+                .chain(self.containers.iter())
+                .any(|c| {
+                    c.mount_paths.iter().any(|fp| {
+                        !fp.is_empty() && (p == fp || paths::strip(p, fp).is_some() || source == fp)
+                    })
                 })
-            })
         };
         if in_focus(path) {
             return true;

@@ -59,6 +59,7 @@ pub fn strip<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
+#[cfg(test)]
 pub fn parent(p: &str) -> Option<&str> {
     if p == "/" {
         return None;

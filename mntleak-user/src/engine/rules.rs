@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::Engine;
 use super::paths::{basename, join, resolve, strip};
-use super::state::{Cause, CloneMode, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, nsfs_mnt_inum, prop_str};
+use super::state::{
+    Cause, CloneMode, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, nsfs_mnt_inum, prop_str,
+};
 use crate::model::{Action, Event, MntNs, MountInfo, Snapshot};
 use crate::uapi::*;
 
@@ -96,16 +98,13 @@ impl Engine {
         let mut by_id: HashMap<u64, MKey> = HashMap::new();
         for mi in mounts {
             let mountpoint = resolve("", None, mi.mountpoint.as_str());
-            let parent = by_id
-                .get(&mi.parent_id)
-                .copied()
-                .or_else(|| {
-                    if self.ns.get(&ns).is_some_and(|n| n.root.is_some()) {
-                        self.lookup(ns, &mountpoint)
-                    } else {
-                        None
-                    }
-                });
+            let parent = by_id.get(&mi.parent_id).copied().or_else(|| {
+                if self.ns.get(&ns).is_some_and(|n| n.root.is_some()) {
+                    self.lookup(ns, &mountpoint)
+                } else {
+                    None
+                }
+            });
             let fs = self.fs_for_dev(mi.dev_major, mi.dev_minor);
             let root = resolve("", None, mi.root.as_str());
             let root = if mi.fstype.as_str() == "nsfs" {
@@ -325,7 +324,16 @@ impl Engine {
                 ..s.clone()
             };
             let at = join("/", &s.rel);
-            let k = self.instantiate(ns, p, &at, &[Seed { rel: String::new(), ..one }], Some(ev))[0];
+            let k = self.instantiate(
+                ns,
+                p,
+                &at,
+                &[Seed {
+                    rel: String::new(),
+                    ..one
+                }],
+                Some(ev),
+            )[0];
             keys.push(k);
         }
     }
@@ -338,8 +346,13 @@ impl Engine {
         );
         // Who is this, and in which namespace did it act?
         let task_ns = e.task.mnt_ns;
+        #[allow(clippy::map_entry)] // the entry would borrow self.procs across ensure_ns
         if !self.procs.contains_key(&pid) {
-            let ns = if task_ns.id != 0 { task_ns } else { MntNs::default() };
+            let ns = if task_ns.id != 0 {
+                task_ns
+            } else {
+                MntNs::default()
+            };
             self.procs.insert(
                 pid,
                 Proc {
@@ -361,7 +374,10 @@ impl Engine {
         let pns = self.procs.get(&pid).map(|p| p.ns).unwrap_or(0);
         // The namespace the call acted in (unshare/setns report the one after: use ours).
         let ns = match e.action {
-            Action::Unshare { .. } | Action::Setns { .. } | Action::Clone { .. } | Action::Fork { .. }
+            Action::Unshare { .. }
+            | Action::Setns { .. }
+            | Action::Clone { .. }
+            | Action::Fork { .. }
                 if pns != 0 =>
             {
                 pns
@@ -417,15 +433,26 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!("mount({}, {}, {})", source.as_str(), target, flag_names(flags)),
+                    format!(
+                        "mount({}, {}, {})",
+                        source.as_str(),
+                        target,
+                        flag_names(flags)
+                    ),
                 );
                 if flags & MS_PROPAGATION != 0 {
-                    if let Some(k) = self.mount_at(ns, &target).or_else(|| self.lookup(ns, &target)) {
+                    if let Some(k) = self
+                        .mount_at(ns, &target)
+                        .or_else(|| self.lookup(ns, &target))
+                    {
                         self.change_propagation(k, flags, flags & MS_REC != 0, &ev);
                     }
                 } else if flags & MS_BIND != 0 {
                     let src = path(source.as_str());
-                    if let Some(seeds) = self.seeds_at(ns, &src, flags & MS_REC != 0, true) {
+                    if let Some(mut seeds) = self.seeds_at(ns, &src, flags & MS_REC != 0, true) {
+                        // The bind itself is a new mount its maker manages; submounts copied by
+                        // rbind stay in their families (their owners' umounts matter).
+                        seeds[0].family = NEW_FAMILY;
                         self.attach(ns, &target, seeds, &ev);
                     }
                 } else if flags & MS_MOVE != 0 {
@@ -438,7 +465,11 @@ impl Engine {
             }
             Action::Umount { target, flags } => {
                 let target = path(target.as_str());
-                let ev = self.evinfo(e, ns, format!("umount2({}, {})", target, umount_flags(*flags)));
+                let ev = self.evinfo(
+                    e,
+                    ns,
+                    format!("umount2({}, {})", target, umount_flags(*flags)),
+                );
                 self.do_umount(ns, &target, &ev);
             }
             Action::Unlink { path: p, .. } => {
@@ -490,7 +521,14 @@ impl Engine {
                     None
                 };
                 let detail = format!("{}({})", e.action.name(), clone_flag_names(*flags));
-                self.new_child(e, ns, ret as u32, child_ns, flags & CLONE_NEWUSER != 0, detail);
+                self.new_child(
+                    e,
+                    ns,
+                    ret as u32,
+                    child_ns,
+                    flags & CLONE_NEWUSER != 0,
+                    detail,
+                );
             }
             Action::Fork { child } => {
                 let detail = "fork".to_string();
@@ -522,7 +560,11 @@ impl Engine {
                 );
             }
             Action::Fsconfig {
-                fd, cmd, key, value, ..
+                fd,
+                cmd,
+                key,
+                value,
+                ..
             } => {
                 if *cmd == FSCONFIG_SET_STRING
                     && key.as_str() == "source"
@@ -539,13 +581,14 @@ impl Engine {
                     self.put_fd(pid, ret as i32, FdObj::Detached(vec![seed]));
                 }
             }
-            Action::OpenTree {
-                path: p, flags, ..
-            } => {
+            Action::OpenTree { path: p, flags, .. } => {
                 let full = path(p.as_str());
                 let obj = if flags & OPEN_TREE_CLONE != 0 {
                     self.seeds_at(ns, &full, flags & AT_RECURSIVE != 0, true)
-                        .map(FdObj::Detached)
+                        .map(|mut s| {
+                            s[0].family = NEW_FAMILY;
+                            FdObj::Detached(s)
+                        })
                 } else {
                     self.mount_at(ns, &full)
                         .or_else(|| self.lookup(ns, &full))
@@ -563,16 +606,22 @@ impl Engine {
                 ..
             } => {
                 let to = path(to_path.as_str());
-                let ev = self.evinfo(e, ns, format!("move_mount({} -> {})", from_path.as_str(), to));
+                let ev = self.evinfo(
+                    e,
+                    ns,
+                    format!("move_mount({} -> {})", from_path.as_str(), to),
+                );
                 if flags & MOVE_MOUNT_F_EMPTY_PATH != 0 || from_path.as_str().is_empty() {
-                    let obj = self.procs.get_mut(&pid).and_then(|p| p.fds.remove(from_dirfd));
+                    let obj = self
+                        .procs
+                        .get_mut(&pid)
+                        .and_then(|p| p.fds.remove(from_dirfd));
                     match obj {
                         Some(FdObj::Detached(seeds)) => self.attach(ns, &to, seeds, &ev),
-                        Some(FdObj::Attached(k, mp)) => {
-                            if self.alive(k) && self.m(k).mountpoint == mp {
-                                let from = mp.clone();
-                                self.do_move(ns, &from, &to, &ev);
-                            }
+                        Some(FdObj::Attached(k, mp))
+                            if self.alive(k) && self.m(k).mountpoint == mp =>
+                        {
+                            self.do_move(ns, &mp, &to, &ev);
                         }
                         _ => {}
                     }
@@ -767,9 +816,13 @@ impl Engine {
 
     /// MS_MOVE / move_mount of an attached mount: re-path its subtree, then propagate it.
     fn do_move(&mut self, ns: u64, from: &str, to: &str, ev: &super::state::Ev) {
-        let Some(k) = self.mount_at(ns, from) else { return };
+        let Some(k) = self.mount_at(ns, from) else {
+            return;
+        };
         let sub = self.subtree(k);
-        let Some(dest) = self.lookup(ns, to) else { return };
+        let Some(dest) = self.lookup(ns, to) else {
+            return;
+        };
         if sub.contains(&dest) {
             return;
         }
@@ -794,7 +847,9 @@ impl Engine {
 
     /// pivot_root: `new_root` becomes "/", the old root hangs at `put_old`.
     fn pivot_root(&mut self, ns: u64, new_root: &str, put_old: &str) {
-        let Some(nr) = self.mount_at(ns, new_root) else { return };
+        let Some(nr) = self.mount_at(ns, new_root) else {
+            return;
+        };
         let Some(old_root) = self.ns.get(&ns).and_then(|n| n.root) else {
             return;
         };
@@ -875,7 +930,9 @@ impl Engine {
     }
 
     fn do_unlink(&mut self, ns: u64, full: &str, ev: &super::state::Ev) {
-        let Some(on) = self.lookup(ns, full) else { return };
+        let Some(on) = self.lookup(ns, full) else {
+            return;
+        };
         let dentry = if self.m(on).mountpoint == full {
             // The path is a mountpoint here: what is unlinked is the dentry under it.
             match self.m(on).parent {
@@ -926,13 +983,20 @@ impl Engine {
 fn action_has_relative_path(a: &Action) -> bool {
     let rel = |p: &crate::model::KStr| !p.as_str().is_empty() && !p.as_str().starts_with('/');
     match a {
-        Action::Mount { source, target, flags, .. } => {
-            rel(target) || (flags & (MS_BIND | MS_MOVE) != 0 && rel(source))
-        }
+        Action::Mount {
+            source,
+            target,
+            flags,
+            ..
+        } => rel(target) || (flags & (MS_BIND | MS_MOVE) != 0 && rel(source)),
         Action::Umount { target, .. } => rel(target),
         Action::Unlink { path, .. } => rel(path),
-        Action::OpenTree { path, .. } | Action::MountSetattr { path, .. } | Action::Chroot { path } => rel(path),
-        Action::MoveMount { from_path, to_path, .. } => rel(from_path) || rel(to_path),
+        Action::OpenTree { path, .. }
+        | Action::MountSetattr { path, .. }
+        | Action::Chroot { path } => rel(path),
+        Action::MoveMount {
+            from_path, to_path, ..
+        } => rel(from_path) || rel(to_path),
         Action::PivotRoot { new_root, put_old } => rel(new_root) || rel(put_old),
         _ => false,
     }

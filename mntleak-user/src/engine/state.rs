@@ -276,7 +276,11 @@ impl Engine {
         {
             *self.nsfs_pins.entry(inum).or_default() += 1;
         }
-        if let Some(f) = self.families.get_mut(m.family as usize).and_then(|f| f.as_mut()) {
+        if let Some(f) = self
+            .families
+            .get_mut(m.family as usize)
+            .and_then(|f| f.as_mut())
+        {
             f.members.insert(key);
         }
         let ns = self.ns.entry(m.ns).or_default();
@@ -457,7 +461,7 @@ impl Engine {
             }
             self.mm(k).shared = None;
         }
-        self.mm(k).unbindable = false;
+        // MS_SLAVE keeps MNT_UNBINDABLE (change_mnt_propagation only clears it otherwise).
     }
 
     /// Applies MS_SHARED/SLAVE/PRIVATE/UNBINDABLE to `k` (and its subtree with MS_REC).
@@ -483,7 +487,13 @@ impl Engine {
 
     // ---- copies ------------------------------------------------------------------------------
 
-    pub(super) fn seed_of(&self, k: MKey, rel: String, parent: Option<usize>, mode: CloneMode) -> Seed {
+    pub(super) fn seed_of(
+        &self,
+        k: MKey,
+        rel: String,
+        parent: Option<usize>,
+        mode: CloneMode,
+    ) -> Seed {
         let m = self.m(k);
         let (shared, master) = match mode {
             CloneMode::Keep => (m.shared, m.master),
@@ -501,14 +511,21 @@ impl Engine {
             fs: m.fs,
             shared,
             master,
-            unbindable: m.unbindable,
+            // Measured on 6.18: copies (namespace copy included) do not inherit unbindable.
+            unbindable: false,
             family: m.family,
         }
     }
 
     /// Seeds copying what is visible at `path` (bind), with submounts when `rec` (rbind,
     /// skipping unbindable ones and what is under them).
-    pub(super) fn seeds_at(&self, ns: u64, path: &str, rec: bool, skip_unbindable: bool) -> Option<Vec<Seed>> {
+    pub(super) fn seeds_at(
+        &self,
+        ns: u64,
+        path: &str,
+        rec: bool,
+        skip_unbindable: bool,
+    ) -> Option<Vec<Seed>> {
         let src = self.lookup(ns, path)?;
         let sm = self.m(src);
         let rel_in = strip(path, &sm.mountpoint)?.to_string();
@@ -602,7 +619,9 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, &k)| {
-                let rel = strip(&self.m(k).mountpoint, &base).unwrap_or("").to_string();
+                let rel = strip(&self.m(k).mountpoint, &base)
+                    .unwrap_or("")
+                    .to_string();
                 let parent = self
                     .m(k)
                     .parent
@@ -614,7 +633,8 @@ impl Engine {
                 s
             })
             .collect();
-        let newset: HashSet<MKey> = keys.iter().copied().collect();
+        // Everything created by this propagation: never a receiver of it (IS_MNT_NEW).
+        let mut newset: HashSet<MKey> = keys.iter().copied().collect();
         let src_groups: Vec<Option<u32>> = keys.iter().map(|&k| self.m(k).shared).collect();
         let src_masters: Vec<Option<u32>> = keys.iter().map(|&k| self.m(k).master).collect();
         let peers = self.peers.get(&g).cloned().unwrap_or_default();
@@ -622,11 +642,27 @@ impl Engine {
             if p == dest || newset.contains(&p) {
                 continue;
             }
-            self.place(p, &dentry, &template, &src_groups, &src_masters, ev);
+            self.place(
+                p,
+                &dentry,
+                &template,
+                &src_groups,
+                &src_masters,
+                &mut newset,
+                ev,
+            );
         }
         let mut visited = HashSet::new();
         visited.insert(g);
-        self.walk_slaves(g, &src_groups, &dentry, &template, &newset, &mut visited, ev);
+        self.walk_slaves(
+            g,
+            &src_groups,
+            &dentry,
+            &template,
+            &mut newset,
+            &mut visited,
+            ev,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -636,7 +672,7 @@ impl Engine {
         src: &[Option<u32>],
         dentry: &(u64, String),
         template: &[Seed],
-        newset: &HashSet<MKey>,
+        newset: &mut HashSet<MKey>,
         visited: &mut HashSet<u32>,
         ev: &Ev,
     ) {
@@ -658,13 +694,13 @@ impl Engine {
                         if newset.contains(&y) {
                             continue;
                         }
-                        placed |= self.place(y, dentry, template, &newg, src, ev);
+                        placed |= self.place(y, dentry, template, &newg, src, newset, ev);
                     }
                     let next = if placed { &newg } else { src };
                     self.walk_slaves(h, next, dentry, template, newset, visited, ev);
                 }
                 None => {
-                    self.place(x, dentry, template, &none, src, ev);
+                    self.place(x, dentry, template, &none, src, newset, ev);
                 }
             }
         }
@@ -672,6 +708,7 @@ impl Engine {
 
     /// One propagated copy of `template` onto receiver `r` at `dentry`, tucked under anything
     /// already mounted there. Returns false when the dentry is outside `r`'s root.
+    #[allow(clippy::too_many_arguments)]
     fn place(
         &mut self,
         r: MKey,
@@ -679,6 +716,7 @@ impl Engine {
         template: &[Seed],
         shared: &[Option<u32>],
         master: &[Option<u32>],
+        newset: &mut HashSet<MKey>,
         ev: &Ev,
     ) -> bool {
         let rm = self.m(r);
@@ -708,6 +746,7 @@ impl Engine {
             .collect();
         let keys = self.instantiate(ns, Some(r), &path, &seeds, Some(ev));
         let top = keys[0];
+        newset.extend(keys.iter().copied());
         for e in existing {
             self.reparent(e, top);
         }

@@ -1,3 +1,4 @@
+#![allow(clippy::too_many_arguments)]
 //! Rule and verdict tests on hand-built record streams. The real-kernel oracle lives in
 //! tests/tests/oracle.rs; these pin the intended semantics of each rule and verdict.
 
@@ -14,7 +15,17 @@ struct S {
     out: Vec<Finding>,
 }
 
-fn mi(id: u64, parent: u64, mp: &str, root: &str, fstype: &str, source: &str, dev: (u32, u32), shared: Option<u32>, master: Option<u32>) -> MountInfo {
+fn mi(
+    id: u64,
+    parent: u64,
+    mp: &str,
+    root: &str,
+    fstype: &str,
+    source: &str,
+    dev: (u32, u32),
+    shared: Option<u32>,
+    master: Option<u32>,
+) -> MountInfo {
     MountInfo {
         mnt_id: id,
         parent_id: parent,
@@ -74,7 +85,15 @@ impl S {
         Self { eng, ts: 100, out }
     }
 
-    fn ev(&mut self, pid: u32, comm: &str, in_ns: u64, action: Action, ret: Option<i64>, new_ns: Option<u64>) -> Vec<Finding> {
+    fn ev(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        in_ns: u64,
+        action: Action,
+        ret: Option<i64>,
+        new_ns: Option<u64>,
+    ) -> Vec<Finding> {
         self.ts += 10;
         let e = Event {
             task: Task {
@@ -98,15 +117,38 @@ impl S {
     }
 
     fn fork(&mut self, parent: u32, comm: &str, in_ns: u64, child: u32) {
-        self.ev(parent, comm, in_ns, Action::Fork { child }, None, Some(in_ns));
+        self.ev(
+            parent,
+            comm,
+            in_ns,
+            Action::Fork { child },
+            None,
+            Some(in_ns),
+        );
     }
 
     fn unshare(&mut self, pid: u32, comm: &str, _from: u64, to: u64) -> Vec<Finding> {
         // The tracer reports the task already in its new namespace at sys_exit_unshare.
-        self.ev(pid, comm, to, Action::Unshare { flags: CLONE_NEWNS }, Some(0), Some(to))
+        self.ev(
+            pid,
+            comm,
+            to,
+            Action::Unshare { flags: CLONE_NEWNS },
+            Some(0),
+            Some(to),
+        )
     }
 
-    fn mount(&mut self, pid: u32, comm: &str, in_ns: u64, source: &str, target: &str, fstype: &str, flags: u64) -> Vec<Finding> {
+    fn mount(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        in_ns: u64,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        flags: u64,
+    ) -> Vec<Finding> {
         self.ev(
             pid,
             comm,
@@ -122,7 +164,15 @@ impl S {
         )
     }
 
-    fn umount(&mut self, pid: u32, comm: &str, in_ns: u64, target: &str, flags: u64, ret: i64) -> Vec<Finding> {
+    fn umount(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        in_ns: u64,
+        target: &str,
+        flags: u64,
+        ret: i64,
+    ) -> Vec<Finding> {
         self.ev(
             pid,
             comm,
@@ -136,7 +186,15 @@ impl S {
         )
     }
 
-    fn unlink(&mut self, pid: u32, comm: &str, in_ns: u64, path: &str, rmdir: bool, ret: i64) -> Vec<Finding> {
+    fn unlink(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        in_ns: u64,
+        path: &str,
+        rmdir: bool,
+        ret: i64,
+    ) -> Vec<Finding> {
         self.ev(
             pid,
             comm,
@@ -145,7 +203,11 @@ impl S {
                 dirfd: AT_FDCWD,
                 path: KStr::new(path),
                 rmdir,
-                call: if rmdir { UnlinkCall::Rmdir } else { UnlinkCall::Unlink },
+                call: if rmdir {
+                    UnlinkCall::Rmdir
+                } else {
+                    UnlinkCall::Unlink
+                },
             },
             Some(ret),
             None,
@@ -157,7 +219,10 @@ impl S {
     }
 
     fn has(&self, ns_id: u64, mp: &str) -> bool {
-        self.eng.mount_table(ns_id).iter().any(|m| m.mountpoint == mp)
+        self.eng
+            .mount_table(ns_id)
+            .iter()
+            .any(|m| m.mountpoint == mp)
     }
 
     fn get(&self, ns_id: u64, mp: &str) -> ModelMount {
@@ -191,7 +256,15 @@ fn new_mount_under_shared_parent_is_shared_and_ns_copy_keeps_peers() {
     let c = s.get(2, MERGED);
     assert_eq!(c.shared, m.shared, "namespace copy is a peer");
     // Propagation of a new mount into the peer namespace.
-    s.mount(100, "dockerd", HOST, "shm", "/var/lib/docker/containers/abc/shm", "tmpfs", 0);
+    s.mount(
+        100,
+        "dockerd",
+        HOST,
+        "shm",
+        "/var/lib/docker/containers/abc/shm",
+        "tmpfs",
+        0,
+    );
     assert!(s.has(2, "/var/lib/docker/containers/abc/shm"));
     // And the umount reaches it: no leak.
     s.umount(100, "dockerd", HOST, MERGED, 0, 0);
@@ -283,21 +356,56 @@ fn mechanism_b_rbind_rprivate_leaks_naming_the_rbind() {
     let mut s = S::new();
     docker_mounts_merged(&mut s);
     s.fork(1, "systemd", HOST, 300);
-    s.ev(300, "runc", HOST, Action::Clone { flags: CLONE_NEWNS, clone3: false }, Some(301), Some(3));
+    s.ev(
+        300,
+        "runc",
+        HOST,
+        Action::Clone {
+            flags: CLONE_NEWNS,
+            clone3: false,
+        },
+        Some(301),
+        Some(3),
+    );
     s.mount(301, "runc:[2:INIT]", 3, "none", "/", "", MS_REC | MS_SLAVE);
-    s.mount(301, "runc:[2:INIT]", 3, "/var/lib/docker", "/rootfs/var/lib/docker", "", MS_BIND | MS_REC);
-    s.mount(301, "runc:[2:INIT]", 3, "none", "/rootfs/var/lib/docker", "", MS_REC | MS_PRIVATE);
+    s.mount(
+        301,
+        "runc:[2:INIT]",
+        3,
+        "/var/lib/docker",
+        "/rootfs/var/lib/docker",
+        "",
+        MS_BIND | MS_REC,
+    );
+    s.mount(
+        301,
+        "runc:[2:INIT]",
+        3,
+        "none",
+        "/rootfs/var/lib/docker",
+        "",
+        MS_REC | MS_PRIVATE,
+    );
     assert!(s.has(3, "/rootfs/var/lib/docker/overlay2/abc/merged"));
-    assert!(!s.has(HOST, "/rootfs/var/lib/docker"), "a slave's rbind does not flow to the host");
+    assert!(
+        !s.has(HOST, "/rootfs/var/lib/docker"),
+        "a slave's rbind does not flow to the host"
+    );
     let f = s.umount(100, "dockerd", HOST, MERGED, 0, 0);
     let l = leaks(&f);
     assert_eq!(l.len(), 1, "{f:#?}");
-    assert_eq!(l[0].mount.path_in_ns, "/rootfs/var/lib/docker/overlay2/abc/merged");
+    assert_eq!(
+        l[0].mount.path_in_ns,
+        "/rootfs/var/lib/docker/overlay2/abc/merged"
+    );
     let by = l[0].leaked_by.as_ref().unwrap();
     assert_eq!((by.syscall.as_str(), by.pid), ("mount", 301));
     assert!(by.detail.contains("MS_BIND|MS_REC"), "{}", by.detail);
     assert!(l[0].remediation.iter().any(|r| r.contains("rslave")));
-    assert!(!s.has(3, MERGED), "the slave copy at the original path was reached");
+    assert!(
+        !s.has(3, MERGED),
+        "the slave copy at the original path was reached"
+    );
 }
 
 /// (c) dockerd restarted into a new namespace: its old mounts are stranded.
@@ -310,7 +418,16 @@ fn mechanism_c_daemon_restart_strands_mounts() {
     s.mount(100, "dockerd", 10, "overlay", MERGED, "overlay", 0);
     assert!(!s.has(HOST, MERGED));
     s.fork(100, "dockerd", 10, 150);
-    s.ev(150, "containerd-shim", 10, Action::Exec { filename: KStr::new("/usr/bin/containerd-shim") }, None, None);
+    s.ev(
+        150,
+        "containerd-shim",
+        10,
+        Action::Exec {
+            filename: KStr::new("/usr/bin/containerd-shim"),
+        },
+        None,
+        None,
+    );
     s.exit(100, "dockerd", 10);
     s.fork(1, "systemd", HOST, 300);
     s.unshare(300, "dockerd", HOST, 11);
@@ -323,7 +440,10 @@ fn mechanism_c_daemon_restart_strands_mounts() {
     assert_eq!((l.from_mnt_ns_id, l.into_mnt_ns_id), (11, 10));
     assert_eq!(l.leaked_by.as_ref().unwrap().pid, 300);
     assert_eq!(l.leaked_by.as_ref().unwrap().syscall, "unshare");
-    assert_eq!(l.holders.iter().map(|h| h.pid).collect::<Vec<_>>(), vec![150]);
+    assert_eq!(
+        l.holders.iter().map(|h| h.pid).collect::<Vec<_>>(),
+        vec![150]
+    );
     assert_eq!(l.symptoms[0].errno, "EINVAL");
     // The shim exits: the namespace dies and the stranded mount with it.
     let f = s.exit(150, "containerd-shim", 10);
@@ -335,11 +455,41 @@ fn mechanism_c_daemon_restart_strands_mounts() {
 #[test]
 fn mechanism_d_netns_and_rootfs_rbind() {
     let mut s = S::with_mounts(vec![
-        mi(4, 2, "/run/netns", "/netns", "tmpfs", "tmpfs", (0, 25), Some(4), None),
-        mi(5, 4, "/run/netns/old", "net:[4026532001]", "nsfs", "nsfs", (0, 4), Some(5), None),
+        mi(
+            4,
+            2,
+            "/run/netns",
+            "/netns",
+            "tmpfs",
+            "tmpfs",
+            (0, 25),
+            Some(4),
+            None,
+        ),
+        mi(
+            5,
+            4,
+            "/run/netns/old",
+            "net:[4026532001]",
+            "nsfs",
+            "nsfs",
+            (0, 4),
+            Some(5),
+            None,
+        ),
     ]);
     s.fork(1, "systemd", HOST, 300);
-    s.ev(300, "runc", HOST, Action::Clone { flags: CLONE_NEWNS, clone3: false }, Some(301), Some(20));
+    s.ev(
+        300,
+        "runc",
+        HOST,
+        Action::Clone {
+            flags: CLONE_NEWNS,
+            clone3: false,
+        },
+        Some(301),
+        Some(20),
+    );
     s.mount(301, "runc", 20, "none", "/", "", MS_REC | MS_SLAVE);
     s.mount(301, "runc", 20, "/", "/rootfs", "", MS_BIND | MS_REC);
     let f = s.mount(301, "runc", 20, "none", "/rootfs", "", MS_REC | MS_PRIVATE);
@@ -349,7 +499,15 @@ fn mechanism_d_netns_and_rootfs_rbind() {
     );
     // ip netns add new
     s.fork(1, "systemd", HOST, 400);
-    s.mount(400, "ip", HOST, "/proc/400/ns/net", "/run/netns/new", "", MS_BIND);
+    s.mount(
+        400,
+        "ip",
+        HOST,
+        "/proc/400/ns/net",
+        "/run/netns/new",
+        "",
+        MS_BIND,
+    );
     assert!(s.has(20, "/run/netns/new"));
     assert!(!s.has(20, "/rootfs/run/netns/new"));
     // ip netns del old
@@ -377,7 +535,10 @@ fn slave_of_slave_chain_and_umount() {
     s.mount(1, "systemd", HOST, "tmpfs", "/mnt", "tmpfs", 0);
     assert!(s.has(2, "/mnt") && s.has(3, "/mnt"));
     let (a, b) = (s.get(2, "/mnt"), s.get(3, "/mnt"));
-    assert_eq!(b.master, a.shared, "slave of the middle namespace's new group");
+    assert_eq!(
+        b.master, a.shared,
+        "slave of the middle namespace's new group"
+    );
     s.umount(1, "systemd", HOST, "/mnt", 0, 0);
     assert!(!s.has(2, "/mnt") && !s.has(3, "/mnt"));
 }
@@ -392,10 +553,22 @@ fn unbindable_is_skipped_by_rbind_and_newuser_makes_slaves() {
     assert!(s.has(HOST, "/mnt") && !s.has(HOST, "/mnt/u"));
     assert!(s.get(HOST, "/srv/u").unbindable);
     s.fork(1, "systemd", HOST, 20);
-    s.ev(20, "podman", HOST, Action::Unshare { flags: CLONE_NEWNS | CLONE_NEWUSER }, Some(0), Some(5));
+    s.ev(
+        20,
+        "podman",
+        HOST,
+        Action::Unshare {
+            flags: CLONE_NEWNS | CLONE_NEWUSER,
+        },
+        Some(0),
+        Some(5),
+    );
     let (h, c) = (s.get(HOST, "/srv"), s.get(5, "/srv"));
     assert_eq!((c.shared, c.master), (None, h.shared));
-    assert!(s.get(5, "/srv/u").unbindable, "a namespace copy keeps unbindable mounts");
+    assert!(
+        !s.get(5, "/srv/u").unbindable,
+        "6.18: a namespace copy drops unbindable"
+    );
 }
 
 #[test]
@@ -406,15 +579,99 @@ fn move_and_new_mount_api() {
     s.mount(1, "systemd", HOST, "none", "/", "", MS_REC | MS_PRIVATE);
     s.mount(1, "systemd", HOST, "/a", "/c", "", MS_MOVE);
     assert!(!s.has(HOST, "/a") && s.has(HOST, "/c") && s.has(HOST, "/c/b"));
-    s.ev(1, "systemd", HOST, Action::Fsopen { fstype: KStr::new("tmpfs"), flags: 0 }, Some(3), None);
-    s.ev(1, "systemd", HOST, Action::Fsconfig { fd: 3, cmd: FSCONFIG_SET_STRING, key: KStr::new("source"), value: KStr::new("mytmp") }, Some(0), None);
-    s.ev(1, "systemd", HOST, Action::Fsmount { fd: 3, flags: 0, attr_flags: 0 }, Some(4), None);
-    s.ev(1, "systemd", HOST, Action::MoveMount { from_dirfd: 4, from_path: KStr::new(""), to_dirfd: AT_FDCWD, to_path: KStr::new("/d"), flags: MOVE_MOUNT_F_EMPTY_PATH }, Some(0), None);
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::Fsopen {
+            fstype: KStr::new("tmpfs"),
+            flags: 0,
+        },
+        Some(3),
+        None,
+    );
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::Fsconfig {
+            fd: 3,
+            cmd: FSCONFIG_SET_STRING,
+            key: KStr::new("source"),
+            value: KStr::new("mytmp"),
+        },
+        Some(0),
+        None,
+    );
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::Fsmount {
+            fd: 3,
+            flags: 0,
+            attr_flags: 0,
+        },
+        Some(4),
+        None,
+    );
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::MoveMount {
+            from_dirfd: 4,
+            from_path: KStr::new(""),
+            to_dirfd: AT_FDCWD,
+            to_path: KStr::new("/d"),
+            flags: MOVE_MOUNT_F_EMPTY_PATH,
+        },
+        Some(0),
+        None,
+    );
     assert_eq!(s.get(HOST, "/d").source, "mytmp");
-    s.ev(1, "systemd", HOST, Action::OpenTree { dirfd: AT_FDCWD, path: KStr::new("/c"), flags: OPEN_TREE_CLONE | AT_RECURSIVE }, Some(5), None);
-    s.ev(1, "systemd", HOST, Action::MoveMount { from_dirfd: 5, from_path: KStr::new(""), to_dirfd: AT_FDCWD, to_path: KStr::new("/e"), flags: MOVE_MOUNT_F_EMPTY_PATH }, Some(0), None);
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::OpenTree {
+            dirfd: AT_FDCWD,
+            path: KStr::new("/c"),
+            flags: OPEN_TREE_CLONE | AT_RECURSIVE,
+        },
+        Some(5),
+        None,
+    );
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::MoveMount {
+            from_dirfd: 5,
+            from_path: KStr::new(""),
+            to_dirfd: AT_FDCWD,
+            to_path: KStr::new("/e"),
+            flags: MOVE_MOUNT_F_EMPTY_PATH,
+        },
+        Some(0),
+        None,
+    );
     assert!(s.has(HOST, "/e") && s.has(HOST, "/e/b"));
-    s.ev(1, "systemd", HOST, Action::MountSetattr { dirfd: AT_FDCWD, path: KStr::new("/e"), flags: AT_RECURSIVE, attr_set: 0, attr_clr: 0, propagation: MS_SHARED }, Some(0), None);
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::MountSetattr {
+            dirfd: AT_FDCWD,
+            path: KStr::new("/e"),
+            flags: AT_RECURSIVE,
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: MS_SHARED,
+        },
+        Some(0),
+        None,
+    );
     assert!(s.get(HOST, "/e/b").shared.is_some());
     // A failed call changes nothing.
     s.umount(1, "systemd", HOST, "/e/b", 0, -16);
@@ -429,12 +686,31 @@ fn pivot_root_and_chroot_paths() {
     s.mount(50, "runc", 7, "none", "/", "", MS_REC | MS_PRIVATE);
     s.mount(50, "runc", 7, "overlay", "/r", "overlay", 0);
     s.mount(50, "runc", 7, "proc", "/r/proc", "proc", 0);
-    s.ev(50, "runc", 7, Action::PivotRoot { new_root: KStr::new("/r"), put_old: KStr::new("/r/old") }, Some(0), None);
+    s.ev(
+        50,
+        "runc",
+        7,
+        Action::PivotRoot {
+            new_root: KStr::new("/r"),
+            put_old: KStr::new("/r/old"),
+        },
+        Some(0),
+        None,
+    );
     assert_eq!(s.get(7, "/").fstype, "overlay");
     assert!(s.has(7, "/proc") && s.has(7, "/old") && s.has(7, "/old/run"));
     s.umount(50, "runc", 7, "/old", MNT_DETACH, 0);
     assert!(!s.has(7, "/old/run"));
-    s.ev(50, "runc", 7, Action::Chroot { path: KStr::new("/proc") }, Some(0), None);
+    s.ev(
+        50,
+        "runc",
+        7,
+        Action::Chroot {
+            path: KStr::new("/proc"),
+        },
+        Some(0),
+        None,
+    );
     s.mount(50, "runc", 7, "tmpfs", "/x", "tmpfs", 0);
     assert!(s.has(7, "/proc/x"));
 }
@@ -446,12 +722,61 @@ fn nsfs_pin_keeps_namespace_alive() {
     s.unshare(60, "holder", HOST, 8);
     let inum = ns(8).inum;
     // Pin ns 8 from the host with a bind of its nsfs file (root shows mnt:[inum]).
-    s.ev(1, "systemd", HOST, Action::Fsopen { fstype: KStr::new("nsfs"), flags: 0 }, Some(3), None);
-    s.ev(1, "systemd", HOST, Action::Fsconfig { fd: 3, cmd: FSCONFIG_SET_STRING, key: KStr::new("source"), value: KStr::new(&format!("mnt:[{inum}]")) }, Some(0), None);
-    s.ev(1, "systemd", HOST, Action::Fsmount { fd: 3, flags: 0, attr_flags: 0 }, Some(4), None);
-    s.ev(1, "systemd", HOST, Action::MoveMount { from_dirfd: 4, from_path: KStr::new(""), to_dirfd: AT_FDCWD, to_path: KStr::new("/run/pin"), flags: MOVE_MOUNT_F_EMPTY_PATH }, Some(0), None);
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::Fsopen {
+            fstype: KStr::new("nsfs"),
+            flags: 0,
+        },
+        Some(3),
+        None,
+    );
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::Fsconfig {
+            fd: 3,
+            cmd: FSCONFIG_SET_STRING,
+            key: KStr::new("source"),
+            value: KStr::new(format!("mnt:[{inum}]")),
+        },
+        Some(0),
+        None,
+    );
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::Fsmount {
+            fd: 3,
+            flags: 0,
+            attr_flags: 0,
+        },
+        Some(4),
+        None,
+    );
+    s.ev(
+        1,
+        "systemd",
+        HOST,
+        Action::MoveMount {
+            from_dirfd: 4,
+            from_path: KStr::new(""),
+            to_dirfd: AT_FDCWD,
+            to_path: KStr::new("/run/pin"),
+            flags: MOVE_MOUNT_F_EMPTY_PATH,
+        },
+        Some(0),
+        None,
+    );
     s.exit(60, "holder", 8);
-    assert!(!s.eng.mount_table(8).is_empty(), "pinned namespace lives on");
+    assert!(
+        !s.eng.mount_table(8).is_empty(),
+        "pinned namespace lives on"
+    );
     s.umount(1, "systemd", HOST, "/run/pin", 0, 0);
     assert!(s.eng.mount_table(8).is_empty(), "unpinned namespace died");
 }
@@ -484,10 +809,24 @@ fn rendering_escapes_and_keeps_keys() {
     let l = leaks(&f)[0];
     let wall = |t: u64| format!("T{t}");
     let txt = crate::report::finding::finding_text(l, &wall);
-    assert!(!txt.contains('\x1b') && txt.contains("evil\\x1b[2J"), "{txt}");
+    assert!(
+        !txt.contains('\x1b') && txt.contains("evil\\x1b[2J"),
+        "{txt}"
+    );
     assert!(txt.contains("leaked by:   unshare"), "{txt}");
     let j = crate::report::finding::finding_json(l, &wall);
-    for k in ["kind", "mount", "origin", "leaked_by", "from_mnt_ns_id", "into_mnt_ns_id", "reason", "symptoms", "holders", "remediation"] {
+    for k in [
+        "kind",
+        "mount",
+        "origin",
+        "leaked_by",
+        "from_mnt_ns_id",
+        "into_mnt_ns_id",
+        "reason",
+        "symptoms",
+        "holders",
+        "remediation",
+    ] {
         assert!(j.get(k).is_some(), "missing {k}: {j}");
     }
     assert_eq!(j["kind"], "leak");
@@ -513,19 +852,11 @@ fn memory_stays_flat_over_churn() {
         s.exit(pid, "svc", n);
     }
     let st = s.eng.stats();
-    assert_eq!((st.processes, st.namespaces, st.mounts), (1, 1, 3), "{st:?}");
+    assert_eq!(
+        (st.processes, st.namespaces, st.mounts),
+        (1, 1, 3),
+        "{st:?}"
+    );
     assert!(st.families <= 4, "{st:?}");
     assert!(st.resolved_leaks <= MAX_RESOLVED);
-}
-
-/// Debug aid: dump a capture's records as JSON (MNTLEAK_DUMP_CAPTURE=<file>).
-#[test]
-fn dump_capture_records() {
-    let Ok(p) = std::env::var("MNTLEAK_DUMP_CAPTURE") else {
-        return;
-    };
-    let mut r = crate::capture::CaptureReader::open(&[std::path::PathBuf::from(p)]).unwrap();
-    for rec in r.by_ref() {
-        println!("{}", serde_json::to_string(&rec.unwrap()).unwrap());
-    }
 }

@@ -56,12 +56,16 @@ impl Engine {
         {
             return true; // pivot_root'ed into it
         }
-        self.cfg.focus.iter().chain(self.containers.iter()).any(|c| {
-            c.mnt_ns.id == ns
-                && c.mount_paths
-                    .iter()
-                    .any(|p| f.path == *p || super::paths::strip(&f.path, p).is_some())
-        })
+        self.cfg
+            .focus
+            .iter()
+            .chain(self.containers.iter())
+            .any(|c| {
+                c.mnt_ns.id == ns
+                    && c.mount_paths
+                        .iter()
+                        .any(|p| f.path == *p || super::paths::strip(&f.path, p).is_some())
+            })
     }
 
     fn holders(&self, ns: u64) -> Vec<Holder> {
@@ -73,7 +77,11 @@ impl Engine {
                     .iter()
                     .map(|&pid| Holder {
                         pid,
-                        comm: self.procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default(),
+                        comm: self
+                            .procs
+                            .get(&pid)
+                            .map(|p| p.comm.clone())
+                            .unwrap_or_default(),
                     })
                     .collect()
             })
@@ -114,7 +122,12 @@ impl Engine {
         let parent_private = c
             .parent
             .and_then(|p| self.mounts.get(p as usize).and_then(|m| m.as_ref()))
-            .map(|p| (p.mountpoint.clone(), p.shared.is_none() && p.master.is_none()));
+            .map(|p| {
+                (
+                    p.mountpoint.clone(),
+                    p.shared.is_none() && p.master.is_none(),
+                )
+            });
         if let Some((pmp, true)) = parent_private {
             return (
                 "parent_not_propagating".into(),
@@ -178,7 +191,13 @@ impl Engine {
         r
     }
 
-    fn build(&mut self, kind: FindingKind, c: MKey, owner: Option<(Option<u32>, Option<u32>)>, umount: Option<&Ev>) -> Option<Finding> {
+    fn build(
+        &mut self,
+        kind: FindingKind,
+        c: MKey,
+        owner: Option<(Option<u32>, Option<u32>)>,
+        umount: Option<&Ev>,
+    ) -> Option<Finding> {
         let id = match self.at_risk.get(&c) {
             Some(f) => f.id,
             None => {
@@ -191,7 +210,11 @@ impl Engine {
         let (reason_code, reason) = self.reason(m, owner);
         let holders = self.holders(m.ns);
         let inum = self.ns.get(&m.ns).map(|n| n.inum).unwrap_or(0);
-        let pin = if holders.is_empty() { self.pin_path(inum) } else { None };
+        let pin = if holders.is_empty() {
+            self.pin_path(inum)
+        } else {
+            None
+        };
         let path_in_ns = m.mountpoint.clone();
         let symptoms: Vec<Symptom> = self
             .recent_symptoms
@@ -215,7 +238,10 @@ impl Engine {
                 mnt_ns_id: fam.origin_ns,
                 time: o.ts,
             }),
-            leaked_by: m.copy_ev.as_ref().map(|e| evref(e, Some(m.copy_prop.clone()))),
+            leaked_by: m
+                .copy_ev
+                .as_ref()
+                .map(|e| evref(e, Some(m.copy_prop.clone()))),
             cut_off_by: m.cut_ev.as_ref().map(|e| evref(e, Some(m.prop_string()))),
             from_mnt_ns_id: fam.origin_ns,
             into_mnt_ns_id: m.ns,
@@ -234,7 +260,12 @@ impl Engine {
 
     /// After the owner's copies went (umount, or an unlink elsewhere): every surviving member of
     /// the family in another namespace is a leak.
-    pub(super) fn leaks_after_removal(&mut self, removed: &[(u32, u64, Option<u32>, Option<u32>)], ev: &Ev, _path: &str) {
+    pub(super) fn leaks_after_removal(
+        &mut self,
+        removed: &[(u32, u64, Option<u32>, Option<u32>)],
+        ev: &Ev,
+        _path: &str,
+    ) {
         let mut done: HashSet<u32> = HashSet::new();
         for &(fam, ns, shared, master) in removed {
             let Some(Some(f)) = self.families.get(fam as usize) else {
@@ -252,7 +283,8 @@ impl Engine {
                 if self.leak_by_mount.contains_key(&c) || self.own_container_ns(self.m(c).ns, fam) {
                     continue;
                 }
-                if let Some(fd) = self.build(FindingKind::Leak, c, Some((shared, master)), Some(ev)) {
+                if let Some(fd) = self.build(FindingKind::Leak, c, Some((shared, master)), Some(ev))
+                {
                     self.at_risk.remove(&c);
                     self.leak_by_mount.insert(c, fd.id);
                     self.out.push(fd.clone());
@@ -312,7 +344,8 @@ impl Engine {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
             };
-            if m.ns == f.origin_ns || !f.container_looking || self.own_container_ns(m.ns, m.family) {
+            if m.ns == f.origin_ns || !f.container_looking || self.own_container_ns(m.ns, m.family)
+            {
                 continue;
             }
             let Some(o) = f
@@ -325,9 +358,9 @@ impl Engine {
                 continue;
             };
             let owner = (self.m(o).shared, self.m(o).master);
-            let r = reach.entry(o).or_insert_with(|| {
-                self.umount_propagation(&[o]).into_iter().collect()
-            });
+            let r = reach
+                .entry(o)
+                .or_insert_with(|| self.umount_propagation(&[o]).into_iter().collect());
             if r.contains(&c) {
                 self.at_risk.remove(&c);
             } else if !self.at_risk.contains_key(&c)
@@ -348,7 +381,11 @@ impl Engine {
             Action::MoveMount { to_path, .. } => (to_path.as_str(), None),
             _ => return,
         };
-        let root = self.procs.get(&e.task.pid).map(|p| p.root.clone()).unwrap_or_default();
+        let root = self
+            .procs
+            .get(&e.task.pid)
+            .map(|p| p.root.clone())
+            .unwrap_or_default();
         let full = super::paths::resolve(&root, e.dir.as_ref().map(|d| d.as_str()), path);
         let errno = errno_name(ret);
         let s = Symptom {

@@ -128,7 +128,9 @@ fn wait_for_sleep(pid: u32, not_ns: u64) -> std::io::Result<MntNs> {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    Err(std::io::Error::other(format!("holder {pid} did not settle")))
+    Err(std::io::Error::other(format!(
+        "holder {pid} did not settle"
+    )))
 }
 
 impl World {
@@ -162,7 +164,12 @@ impl World {
             comm: None,
         };
         // The scratch tmpfs exists before the snapshot: part of the starting state.
-        w.run(0, &format!("mount -n -t tmpfs scratch {root} && mkdir {root}/d0 {root}/d1 {root}/d2 {root}/d3"))?;
+        w.run(
+            0,
+            &format!(
+                "mount -n -t tmpfs scratch {root} && mkdir {root}/d0 {root}/d1 {root}/d2 {root}/d3"
+            ),
+        )?;
         if shared {
             w.run(0, &format!("mount -n --make-shared {root}"))?;
         }
@@ -189,7 +196,15 @@ impl World {
     /// Runs a shell command inside holder `h`'s namespace; true when it succeeded.
     pub fn run(&mut self, h: usize, script: &str) -> std::io::Result<bool> {
         let out = Command::new("nsenter")
-            .args(["-t", &self.holders[h].pid.to_string(), "-m", "--", "sh", "-c", script])
+            .args([
+                "-t",
+                &self.holders[h].pid.to_string(),
+                "-m",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
             .stdin(Stdio::null())
             .output()?;
         self.log.push(format!(
@@ -197,10 +212,20 @@ impl World {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ));
+        if std::env::var_os("MNTLEAK_ORACLE_VERBOSE").is_some() {
+            eprintln!("{}", self.log.last().map(|s| s.as_str()).unwrap_or(""));
+        }
         Ok(out.status.success())
     }
 
-    pub fn event(&mut self, h: usize, comm: &str, action: Action, ret: Option<i64>, new_ns: Option<MntNs>) {
+    pub fn event(
+        &mut self,
+        h: usize,
+        comm: &str,
+        action: Action,
+        ret: Option<i64>,
+        new_ns: Option<MntNs>,
+    ) {
         self.ts += 1000;
         let hd = &self.holders[h];
         self.records.push(Record::Event(Event {
@@ -222,7 +247,15 @@ impl World {
     }
 
     /// A mount(2) call made for real, and its record. Returns success.
-    pub fn mount(&mut self, h: usize, cmd: &str, source: &str, target: &str, fstype: &str, flags: u64) -> std::io::Result<bool> {
+    pub fn mount(
+        &mut self,
+        h: usize,
+        cmd: &str,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        flags: u64,
+    ) -> std::io::Result<bool> {
         let ok = self.run(h, cmd)?;
         self.event(
             h,
@@ -295,7 +328,19 @@ impl World {
         let ppid = self.holders[parent].pid;
         let pns = self.holders[parent].ns;
         let child = Command::new("nsenter")
-            .args(["-t", &ppid.to_string(), "-m", "--", "unshare", "-m", "--propagation", prop, "--", "sleep", "1000000"])
+            .args([
+                "-t",
+                &ppid.to_string(),
+                "-m",
+                "--",
+                "unshare",
+                "-m",
+                "--propagation",
+                prop,
+                "--",
+                "sleep",
+                "1000000",
+            ])
             .stdin(Stdio::null())
             .spawn()?;
         let pid = child.id();
@@ -308,8 +353,17 @@ impl World {
                 return Err(e);
             }
         };
-        self.log.push(format!("[ns{parent}] unshare --propagation {prop} -> pid {pid} ns {}", ns.id));
-        self.event(parent, "nsenter", Action::Fork { child: pid }, None, Some(pns));
+        self.log.push(format!(
+            "[ns{parent}] unshare --propagation {prop} -> pid {pid} ns {}",
+            ns.id
+        ));
+        self.event(
+            parent,
+            "nsenter",
+            Action::Fork { child: pid },
+            None,
+            Some(pns),
+        );
         self.holders.push(Holder {
             child,
             pid,
@@ -317,7 +371,13 @@ impl World {
         });
         let h = self.holders.len() - 1;
         self.holders[h].ns = ns;
-        self.event(h, "unshare", Action::Unshare { flags: CLONE_NEWNS }, Some(0), Some(ns));
+        self.event(
+            h,
+            "unshare",
+            Action::Unshare { flags: CLONE_NEWNS },
+            Some(0),
+            Some(ns),
+        );
         let flags = match prop {
             "private" => MS_REC | MS_PRIVATE,
             "slave" => MS_REC | MS_SLAVE,
@@ -387,7 +447,9 @@ impl World {
                 (None, None) => Ok(()),
                 (Some(e), Some(k)) => {
                     if *e2k.entry(e).or_insert(k) != k || *k2e.entry(k).or_insert(e) != e {
-                        Err(format!("{what} group structure differs (engine {e} / kernel {k})"))
+                        Err(format!(
+                            "{what} group structure differs (engine {e} / kernel {k})"
+                        ))
                     } else {
                         Ok(())
                     }
@@ -409,12 +471,22 @@ impl World {
                 .iter()
                 .map(|m| {
                     let p = m.propagation;
-                    (m.mountpoint.text.clone(), m.source.text.clone(), kind(p.shared, p.master, p.unbindable))
+                    (
+                        m.mountpoint.text.clone(),
+                        m.source.text.clone(),
+                        kind(p.shared, p.master, p.unbindable),
+                    )
                 })
                 .collect();
             let mut m: Vec<(String, String, &str)> = model
                 .iter()
-                .map(|m| (m.mountpoint.clone(), m.source.clone(), kind(m.shared, m.master, m.unbindable)))
+                .map(|m| {
+                    (
+                        m.mountpoint.clone(),
+                        m.source.clone(),
+                        kind(m.shared, m.master, m.unbindable),
+                    )
+                })
                 .collect();
             r.sort();
             m.sort();
@@ -434,11 +506,22 @@ impl World {
                 if count.get(&key) != Some(&1) {
                     continue;
                 }
-                let Some(em) = model.iter().find(|x| x.mountpoint == key.0 && x.source == key.1) else {
+                let Some(em) = model
+                    .iter()
+                    .find(|x| x.mountpoint == key.0 && x.source == key.1)
+                else {
                     continue;
                 };
-                bij(em.shared, km.propagation.shared, &format!("ns{i} {} shared", key.0))?;
-                bij(em.master, km.propagation.master, &format!("ns{i} {} master", key.0))?;
+                bij(
+                    em.shared,
+                    km.propagation.shared,
+                    &format!("ns{i} {} shared", key.0),
+                )?;
+                bij(
+                    em.master,
+                    km.propagation.master,
+                    &format!("ns{i} {} master", key.0),
+                )?;
             }
         }
         Ok(())
