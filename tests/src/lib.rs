@@ -76,7 +76,11 @@ impl Drop for Scratch {
 
 /// Runs a shell script, failing with its output when it fails.
 pub fn sh(script: &str) -> anyhow::Result<String> {
-    let out = Command::new("sh").arg("-c").arg(script).output().context("cannot run sh")?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .context("cannot run sh")?;
     if !out.status.success() {
         bail!(
             "script failed ({}):\n{script}\nstdout: {}\nstderr: {}",
@@ -110,7 +114,9 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         // The sh -c child may have forked; kill its whole process group is not ours, so kill children too.
-        let _ = Command::new("pkill").args(["-KILL", "-P", &self.0.id().to_string()]).status();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &self.0.id().to_string()])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -137,7 +143,9 @@ impl TraceOutput {
         self.stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid JSON line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid JSON line {l:?}: {e}"))
+            })
             .collect()
     }
 
@@ -145,7 +153,12 @@ impl TraceOutput {
     pub fn findings(&self) -> Vec<serde_json::Value> {
         self.json()
             .into_iter()
-            .filter(|v| matches!(v.get("kind").and_then(|k| k.as_str()), Some("leak" | "at_risk")))
+            .filter(|v| {
+                matches!(
+                    v.get("kind").and_then(|k| k.as_str()),
+                    Some("leak" | "at_risk")
+                )
+            })
             .collect()
     }
 }
@@ -168,10 +181,17 @@ impl TraceSession {
                 }
             }
         });
-        let mut session = Self { child, stderr_lines: rx, stderr_seen: Vec::new() };
+        let mut session = Self {
+            child,
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match session.stderr_lines.recv_timeout(Duration::from_millis(200)) {
+            match session
+                .stderr_lines
+                .recv_timeout(Duration::from_millis(200))
+            {
                 Ok(line) => {
                     let ready = line.contains("tracing;");
                     session.stderr_seen.push(line);
@@ -181,10 +201,16 @@ impl TraceSession {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if let Some(status) = session.child.try_wait()? {
-                        bail!("mntleak-trace exited ({status}) before tracing: {:?}", session.stderr_seen);
+                        bail!(
+                            "mntleak-trace exited ({status}) before tracing: {:?}",
+                            session.stderr_seen
+                        );
                     }
                     if Instant::now() > deadline {
-                        bail!("mntleak-trace did not attach within 60 s: {:?}", session.stderr_seen);
+                        bail!(
+                            "mntleak-trace did not attach within 60 s: {:?}",
+                            session.stderr_seen
+                        );
                     }
                 }
                 Err(_) => bail!("mntleak-trace closed stderr: {:?}", session.stderr_seen),
@@ -225,7 +251,11 @@ impl TraceSession {
             stderr.push('\n');
             stderr.push_str(&l);
         }
-        Ok(TraceOutput { status, stdout, stderr })
+        Ok(TraceOutput {
+            status,
+            stdout,
+            stderr,
+        })
     }
 }
 
@@ -238,7 +268,10 @@ impl Drop for TraceSession {
 
 /// Runs the tracer binary to completion (replay, holders, bad flags).
 pub fn run_tracer(args: &[&str]) -> TraceOutput {
-    let out = Command::new(tracer_bin()).args(args).output().expect("run mntleak-trace");
+    let out = Command::new(tracer_bin())
+        .args(args)
+        .output()
+        .expect("run mntleak-trace");
     TraceOutput {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -250,8 +283,11 @@ pub fn run_tracer(args: &[&str]) -> TraceOutput {
 pub fn mnt_ns_of(pid: u32) -> anyhow::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let path = format!("/proc/{pid}/ns/mnt");
-    let ino = std::fs::metadata(&path).with_context(|| format!("stat {path}"))?.ino();
-    let ns = mntleak::sys::nsfs::mnt_ns_of_path(Path::new(&path)).with_context(|| format!("ns id of {path}"))?;
+    let ino = std::fs::metadata(&path)
+        .with_context(|| format!("stat {path}"))?
+        .ino();
+    let ns = mntleak::sys::nsfs::mnt_ns_of_path(Path::new(&path))
+        .with_context(|| format!("ns id of {path}"))?;
     Ok((ino, ns.id))
 }
 pub mod docker;

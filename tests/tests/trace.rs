@@ -41,7 +41,10 @@ fn capture_replays_exactly_what_live_printed() {
     let dir = Scratch::new("replay");
     let cap = dir.join("run.mntcap");
     let cap_s = cap.display().to_string();
-    let trace = TraceSession::start(&["--output", &cap_s, "--comm", "unshare", "--comm", "mount", "--comm", "umount"]).unwrap();
+    let trace = TraceSession::start(&[
+        "--output", &cap_s, "--comm", "unshare", "--comm", "mount", "--comm", "umount",
+    ])
+    .unwrap();
     sh(&format!(
         "mkdir -p {d}/a; unshare -m --propagation private sh -c 'mount -t tmpfs t {d}/a && umount {d}/a'",
         d = dir.s()
@@ -50,12 +53,17 @@ fn capture_replays_exactly_what_live_printed() {
     let live = trace.stop().unwrap();
     assert!(live.status.success(), "{live:?}");
     assert!(live.stdout.contains("unshare"), "{}", live.stdout);
-    let replay = run_tracer(&["replay", &cap_s, "--comm", "unshare", "--comm", "mount", "--comm", "umount"]);
+    let replay = run_tracer(&[
+        "replay", &cap_s, "--comm", "unshare", "--comm", "mount", "--comm", "umount",
+    ]);
     assert!(replay.status.success(), "{replay:?}");
     assert_eq!(replay.stdout, live.stdout);
     // Capture files are private to root.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&cap).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&cap).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -67,15 +75,27 @@ fn sigkill_leaves_a_capture_readable_to_the_last_whole_record() {
     let cap = dir.join("k.mntcap");
     let cap_s = cap.display().to_string();
     let trace = TraceSession::start(&["--output", &cap_s, "--quiet"]).unwrap();
-    sh(&format!("mkdir -p {d}/a; for i in 1 2 3 4 5; do unshare -m true; done", d = dir.s())).unwrap();
+    sh(&format!(
+        "mkdir -p {d}/a; for i in 1 2 3 4 5; do unshare -m true; done",
+        d = dir.s()
+    ))
+    .unwrap();
     // Past one flush interval, then no chance to clean up.
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let out = trace.stop_with(libc::SIGKILL).unwrap();
     assert!(!out.status.success());
     let replay = run_tracer(&["replay", "--json", &cap_s, "--comm", "unshare"]);
     assert!(replay.status.code() == Some(0), "{replay:?}");
-    let unshares = replay.json().iter().filter(|v| v["syscall"] == "unshare").count();
-    assert!(unshares >= 5, "only {unshares} unshare events survived: {}", replay.stdout);
+    let unshares = replay
+        .json()
+        .iter()
+        .filter(|v| v["syscall"] == "unshare")
+        .count();
+    assert!(
+        unshares >= 5,
+        "only {unshares} unshare events survived: {}",
+        replay.stdout
+    );
 }
 
 #[test]
@@ -122,10 +142,12 @@ fn private_copy_outliving_the_umount_is_a_leak_named_by_its_unshare() {
     }
     let dir = Scratch::new("leak");
     let d = dir.s();
-    sh(&format!("mkdir -p {d}/src {d}/merged && mount -t tmpfs leak-src {d}/merged")).unwrap();
+    sh(&format!(
+        "mkdir -p {d}/src {d}/merged && mount -t tmpfs leak-src {d}/merged"
+    ))
+    .unwrap();
     let trace = TraceSession::start(&["--json", "--quiet"]).unwrap();
-    let _service =
-        Background::spawn("exec unshare -m --propagation private sleep 60").unwrap();
+    let _service = Background::spawn("exec unshare -m --propagation private sleep 60").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800));
     sh(&format!("umount {d}/merged")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));

@@ -31,14 +31,26 @@ pub fn demo() -> anyhow::Result<()> {
     let tc = crate::setup::setup()?;
     crate::build(&tc)?;
     let out_dir = crate::root().join("target/demo");
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let capture = out_dir.join("demo.mntcap");
     let _ = std::fs::remove_file(&capture);
-    let _ = Command::new("sh").args(["-c", "umount -l /tmp/mntleak-demo/merged 2>/dev/null; rm -rf /tmp/mntleak-demo"]).status();
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            "umount -l /tmp/mntleak-demo/merged 2>/dev/null; rm -rf /tmp/mntleak-demo",
+        ])
+        .status();
 
-    println!("== live: mntleak-trace --comm mount --comm umount --comm unshare --comm rmdir --output {}", capture.display());
+    println!(
+        "== live: mntleak-trace --comm mount --comm umount --comm unshare --comm rmdir --output {}",
+        capture.display()
+    );
     let mut tracer = Command::new(crate::tracer_bin())
-        .args(["--comm", "mount", "--comm", "umount", "--comm", "unshare", "--comm", "rmdir", "--output"])
+        .args([
+            "--comm", "mount", "--comm", "umount", "--comm", "unshare", "--comm", "rmdir",
+            "--output",
+        ])
         .arg(&capture)
         .stderr(Stdio::piped())
         .spawn()
@@ -64,9 +76,14 @@ pub fn demo() -> anyhow::Result<()> {
     unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
     let status = tracer.wait()?;
     println!("== live run exit status: {status} (1 = a leak was found)");
-    println!("\n== offline: mntleak-trace replay --quiet {} (no root needed)", capture.display());
-    let status = Command::new(crate::tracer_bin()).args(["replay", "--quiet"]).arg(&capture).status()?;
+    println!(
+        "\n== offline: mntleak-trace replay --quiet {} (no root needed)",
+        capture.display()
+    );
+    let status = Command::new(crate::tracer_bin())
+        .args(["replay", "--quiet"])
+        .arg(&capture)
+        .status()?;
     println!("== replay exit status: {status}");
     Ok(())
 }
-

@@ -32,6 +32,19 @@ enum Task {
     Demo,
     /// Overhead, loss ceiling, replay speed, capture size, RSS; writes target/bench/latest.json.
     Bench(bench::BenchArgs),
+    /// Run the tracer for N minutes under container-like churn; RSS samples to target/bench/soak.json.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
+    /// Run the real-kernel oracle: N seeded scenarios compared with /proc mountinfo.
+    Oracle {
+        #[arg(long, default_value_t = 1000)]
+        scenarios: u64,
+        /// Run only this seed (to reproduce a failure).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Fuzz the capture reader.
     Fuzz {
         #[arg(long, default_value_t = 1_000_000)]
@@ -48,15 +61,22 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => demo::demo(),
         Task::Bench(args) => bench::bench(&args),
         Task::Fuzz { runs } => fuzz::fuzz(runs),
+        Task::Soak { minutes } => bench::soak(minutes),
+        Task::Oracle { scenarios, seed } => oracle(scenarios, seed),
     }
 }
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -78,13 +98,25 @@ fn with_toolchain(cmd: &mut Command, tc: &setup::Toolchain) {
 
 pub fn build(tc: &setup::Toolchain) -> anyhow::Result<()> {
     let mut c = cargo();
-    c.args(["build", "--release", "-p", "mntleak-user", "-p", "mntleak-tests", "--bins"]);
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "mntleak-user",
+        "-p",
+        "mntleak-tests",
+        "--bins",
+    ]);
     with_toolchain(&mut c, tc);
     run(&mut c)
 }
 
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
 pub fn tracer_bin() -> PathBuf {
-    root().join("target/release/mntleak-trace")
+    target_dir().join("release/mntleak-trace")
 }
 
 fn test() -> anyhow::Result<()> {
@@ -92,17 +124,55 @@ fn test() -> anyhow::Result<()> {
     build(&tc)?;
     let mut c = cargo();
     // Tests share kernel state (mounts, namespaces, the docker daemon): one at a time.
-    c.args(["test", "--release", "--workspace", "--exclude", "mntleak-ebpf", "--no-fail-fast", "--", "--test-threads=1"])
-        .env("MNTLEAK_REQUIRE_BPF", "1")
-        .env("MNTLEAK_TRACE_BIN", tracer_bin());
+    c.args([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "mntleak-ebpf",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ])
+    .env("MNTLEAK_REQUIRE_BPF", "1")
+    .env("MNTLEAK_TRACE_BIN", tracer_bin());
+    with_toolchain(&mut c, &tc);
+    run(&mut c)
+}
+
+fn oracle(scenarios: u64, seed: Option<u64>) -> anyhow::Result<()> {
+    let tc = setup::setup()?;
+    let mut c = cargo();
+    c.args(["test", "--release", "-p", "mntleak-tests", "--test", "oracle", "--", "--test-threads=1", "--nocapture"])
+        .env("MNTLEAK_ORACLE_SCENARIOS", scenarios.to_string());
+    if let Some(seed) = seed {
+        c.env("MNTLEAK_ORACLE_SEED", seed.to_string());
+    }
     with_toolchain(&mut c, &tc);
     run(&mut c)
 }
 
 fn lint() -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--exclude", "mntleak-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
-    run(cargo()
-        .current_dir(root().join("mntleak-ebpf"))
-        .args(["+nightly", "clippy", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]))
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "mntleak-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().current_dir(root().join("mntleak-ebpf")).args([
+        "+nightly",
+        "clippy",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }

@@ -17,7 +17,12 @@ pub struct Filter {
 
 impl Filter {
     pub fn new(view: &ViewArgs, focus: Vec<ContainerInfo>) -> Self {
-        Self { pids: view.pids.clone(), comms: view.comms.clone(), mntns: view.mntns.clone(), focus }
+        Self {
+            pids: view.pids.clone(),
+            comms: view.comms.clone(),
+            mntns: view.mntns.clone(),
+            focus,
+        }
     }
 
     pub fn focus(&self) -> &[ContainerInfo] {
@@ -36,7 +41,9 @@ impl Filter {
             && !self.mntns.iter().any(|n| {
                 *n == t.mnt_ns.id
                     || *n == u64::from(t.mnt_ns.inum)
-                    || ev.new_mnt_ns.is_some_and(|m| *n == m.id || *n == u64::from(m.inum))
+                    || ev
+                        .new_mnt_ns
+                        .is_some_and(|m| *n == m.id || *n == u64::from(m.inum))
             })
         {
             return false;
@@ -73,9 +80,9 @@ fn concerns_container(ev: &Event, c: &ContainerInfo) -> bool {
             names_container(path.as_str())
                 || ev.dir.as_ref().is_some_and(|d| names_container(d.as_str()))
         }
-        Action::MoveMount { from_path, to_path, .. } => {
-            names_container(from_path.as_str()) || names_container(to_path.as_str())
-        }
+        Action::MoveMount {
+            from_path, to_path, ..
+        } => names_container(from_path.as_str()) || names_container(to_path.as_str()),
         Action::PivotRoot { new_root, put_old } => {
             names_container(new_root.as_str()) || names_container(put_old.as_str())
         }
@@ -88,7 +95,8 @@ fn concerns_container(ev: &Event, c: &ContainerInfo) -> bool {
 fn path_overlaps(a: &str, b: &str) -> bool {
     let below = |inner: &str, outer: &str| {
         let outer = outer.trim_end_matches('/');
-        inner == outer || (inner.starts_with(outer) && inner.as_bytes().get(outer.len()) == Some(&b'/'))
+        inner == outer
+            || (inner.starts_with(outer) && inner.as_bytes().get(outer.len()) == Some(&b'/'))
     };
     b.len() > 1 && (below(a, b) || below(b, a))
 }
@@ -99,8 +107,14 @@ mod tests {
 
     #[test]
     fn overlaps_on_component_boundaries() {
-        assert!(path_overlaps("/var/lib/docker/overlay2/x/merged", "/var/lib/docker"));
-        assert!(path_overlaps("/var/lib/docker", "/var/lib/docker/overlay2/x/merged"));
+        assert!(path_overlaps(
+            "/var/lib/docker/overlay2/x/merged",
+            "/var/lib/docker"
+        ));
+        assert!(path_overlaps(
+            "/var/lib/docker",
+            "/var/lib/docker/overlay2/x/merged"
+        ));
         assert!(!path_overlaps("/var/lib/dockerfoo", "/var/lib/docker"));
         assert!(!path_overlaps("/x", "/"));
     }

@@ -1,6 +1,7 @@
 //! Live mode: the eBPF tracer as a source, optionally teeing every record to a capture, then the
 //! same pipeline as replay.
 
+use std::collections::HashSet;
 use std::io::BufWriter;
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ const BATCH: usize = 4096;
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// After a focused container disappears, keep tracing this long for the runtime's cleanup calls.
 const REMOVAL_GRACE: Duration = Duration::from_millis(1500);
+
+/// How often the runtimes are asked for new containers (and whether focused ones are gone).
+const RUNTIME_POLL: Duration = Duration::from_secs(1);
 
 struct RingFd(RawFd);
 impl AsRawFd for RingFd {
@@ -54,7 +58,10 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|b| b.is_power_of_two() && *b >= 4096)
         .with_context(|| {
-            format!("--ring-size {} must be a power of two between 4K and 2G", args.ring_size)
+            format!(
+                "--ring-size {} must be a power of two between 4K and 2G",
+                args.ring_size
+            )
         })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -63,12 +70,20 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(trace(args, focus, ring_bytes))
 }
 
-async fn trace(args: &LiveArgs, focus: Vec<ContainerInfo>, ring_bytes: u32) -> anyhow::Result<ExitCode> {
+async fn trace(
+    args: &LiveArgs,
+    focus: Vec<ContainerInfo>,
+    ring_bytes: u32,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut tracer = Tracer::attach(&LiveOptions { ring_bytes }).context("cannot attach the eBPF programs")?;
+    let mut tracer =
+        Tracer::attach(&LiveOptions { ring_bytes }).context("cannot attach the eBPF programs")?;
     tracing::info!(attach_ms = started.elapsed().as_millis() as u64, "attached");
     if !tracer.missing().is_empty() {
-        eprintln!("mntleak-trace: degraded run, cannot trace: {}", tracer.missing().join(", "));
+        eprintln!(
+            "mntleak-trace: degraded run, cannot trace: {}",
+            tracer.missing().join(", ")
+        );
     }
     let snapshot = take_snapshot(monotonic_ns()).context("cannot read the initial mount state")?;
     let header = CaptureHeader {
@@ -83,20 +98,34 @@ async fn trace(args: &LiveArgs, focus: Vec<ContainerInfo>, ring_bytes: u32) -> a
             CaptureWriter::create(
                 path,
                 &header,
-                RotateOptions { size: args.rotate_size, keep: args.rotate_keep },
+                RotateOptions {
+                    size: args.rotate_size,
+                    keep: args.rotate_keep,
+                },
             )
             .with_context(|| format!("cannot create capture {}", path.display()))?,
         ),
         None => None,
     };
-    let known = crate::container::list_containers(&args.runtime).unwrap_or_else(|e| {
-        tracing::warn!("cannot list containers: {e}");
-        Vec::new()
-    });
+    // Containers are recorded as they appear, so `replay --container` works after they are gone.
+    let mut recorded = HashSet::new();
+    let known = match crate::container::list_containers(&args.runtime) {
+        Ok(all) => unrecorded(&all, &mut recorded),
+        Err(e) => {
+            tracing::warn!("cannot list containers: {e}");
+            Vec::new()
+        }
+    };
     let stdout = std::io::stdout().lock();
     let filter = Filter::new(&args.view, focus.clone());
     let mut sink = Sink {
-        pipeline: Pipeline::new(header, filter, args.view.json, args.view.quiet, BufWriter::new(stdout)),
+        pipeline: Pipeline::new(
+            header,
+            filter,
+            args.view.json,
+            args.view.quiet,
+            BufWriter::new(stdout),
+        ),
         writer: writer.take(),
         watcher: NamespaceWatcher::new(&snapshot),
         write_error: None,
@@ -109,11 +138,14 @@ async fn trace(args: &LiveArgs, focus: Vec<ContainerInfo>, ring_bytes: u32) -> a
     // Tests and wrappers wait for this line: from here on, every event is recorded.
     eprintln!("mntleak-trace: tracing; Ctrl-C or SIGTERM ends the run with a summary");
     // SAFETY: the ring fd is owned by `tracer`, which is dropped only after `ring` (below).
-    let ring = unsafe { AsyncFd::register_with_interest(RingFd(tracer.ring_fd()), Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let ring =
+        unsafe { AsyncFd::register_with_interest(RingFd(tracer.ring_fd()), Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_flush = Instant::now();
     let mut last_runtime_check = Instant::now();
@@ -139,10 +171,15 @@ async fn trace(args: &LiveArgs, focus: Vec<ContainerInfo>, ring_bytes: u32) -> a
                     sink.flush()?;
                     last_flush = Instant::now();
                 }
-                if !focus.is_empty() && removed_at.is_none() && last_runtime_check.elapsed() >= Duration::from_secs(1) {
+                if last_runtime_check.elapsed() >= RUNTIME_POLL {
                     last_runtime_check = Instant::now();
-                    if focus.iter().all(|c| !still_exists(args, c)) {
-                        removed_at = Some(Instant::now());
+                    if let Ok(all) = crate::container::list_containers(&args.runtime) {
+                        for c in unrecorded(&all, &mut recorded) {
+                            sink.feed(Record::Container(c))?;
+                        }
+                        if !focus.is_empty() && removed_at.is_none() && focus.iter().all(|c| !all.iter().any(|k| k.id == c.id)) {
+                            removed_at = Some(Instant::now());
+                        }
                     }
                 }
                 if removed_at.is_some_and(|t| t.elapsed() >= REMOVAL_GRACE) {
@@ -170,7 +207,11 @@ async fn trace(args: &LiveArgs, focus: Vec<ContainerInfo>, ring_bytes: u32) -> a
     if let Some(e) = sink.write_error {
         return Err(e);
     }
-    Ok(if outcome.leaks > 0 { ExitCode::from(EXIT_LEAK) } else { ExitCode::SUCCESS })
+    Ok(if outcome.leaks > 0 {
+        ExitCode::from(EXIT_LEAK)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -193,6 +234,9 @@ struct Sink<W: std::io::Write> {
 impl<W: std::io::Write> Sink<W> {
     fn feed(&mut self, rec: Record) -> anyhow::Result<()> {
         let fact = match &rec {
+            Record::Event(ev) if needs_kernel_view(ev) => {
+                self.watcher.refresh(ev.task.mnt_ns, monotonic_ns())
+            }
             Record::Event(ev) => self.watcher.observe(ev, monotonic_ns()),
             _ => None,
         };
@@ -224,22 +268,40 @@ impl<W: std::io::Write> Sink<W> {
     fn stop_capture(&mut self, e: anyhow::Error) {
         eprintln!("mntleak-trace: capture stopped: {e:#}");
         self.writer = None;
-        self.write_error.get_or_insert(e.context("the capture is incomplete"));
+        self.write_error
+            .get_or_insert(e.context("the capture is incomplete"));
     }
 }
 
-fn still_exists(args: &LiveArgs, c: &ContainerInfo) -> bool {
-    match crate::container::list_containers(&args.runtime) {
-        Ok(all) => all.iter().any(|k| k.id == c.id),
-        // If the runtime cannot be asked, keep tracing: Ctrl-C still ends the run.
-        Err(_) => true,
-    }
+/// A successful mount the engine cannot place by path: runc mounts onto `/proc/self/fd/N`
+/// (an O_PATH fd), and a relative target has no directory recorded. The kernel's view of the
+/// namespace, read right after, tells where it landed.
+fn needs_kernel_view(ev: &crate::model::Event) -> bool {
+    use crate::model::Action;
+    let target = match &ev.action {
+        Action::Mount { target, .. } => target.as_str(),
+        Action::MoveMount { to_path, .. } => to_path.as_str(),
+        _ => return false,
+    };
+    ev.ret == Some(0) && (target.starts_with("/proc/") || !target.starts_with('/'))
+}
+
+/// Running containers that this run has not recorded yet.
+fn unrecorded(all: &[ContainerInfo], recorded: &mut HashSet<String>) -> Vec<ContainerInfo> {
+    all.iter()
+        .filter(|c| c.init_pid != 0 && recorded.insert(c.id.clone()))
+        .cloned()
+        .collect()
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }

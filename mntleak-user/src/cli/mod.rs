@@ -21,7 +21,12 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Trace mount-namespace events with eBPF and explain mount leaks into foreign namespaces.
 #[derive(Parser, Debug)]
-#[command(name = "mntleak-trace", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "mntleak-trace",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -97,7 +102,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         None => (s, 1u64),
         Some((i, _)) => {
-            let mult = match s[i..].to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+            let mult = match s[i..]
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
                 "" => 1,
                 "K" => 1 << 10,
                 "M" => 1 << 20,
@@ -108,7 +117,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
         }
     };
     let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
-    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(|| format!("{s:?} is out of range"))
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
 pub fn main() -> ExitCode {
@@ -125,11 +136,14 @@ pub fn main() -> ExitCode {
         None => live::run(&cli.live),
         Some(Command::Replay(args)) => replay::run(args),
         Some(Command::Holders(args)) => {
-            crate::holders::run(args, &|q| match crate::container::resolve(&args.runtime, q) {
-                Ok(c) => Ok(Some(c)),
-                Err(crate::container::ContainerError::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            })
+            crate::holders::run(
+                args,
+                &|q| match crate::container::resolve(&args.runtime, q) {
+                    Ok(c) => Ok(Some(c)),
+                    Err(crate::container::ContainerError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                },
+            )
         }
     };
     match result {
@@ -145,7 +159,10 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MNTLEAK_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[cfg(test)]

@@ -30,7 +30,10 @@ pub struct PipelineOutcome {
 
 impl<W: Write> Pipeline<W> {
     pub fn new(header: CaptureHeader, filter: Filter, json: bool, quiet: bool, out: W) -> Self {
-        let config = EngineConfig { focus: filter.focus().to_vec(), detach_on_unlink: true };
+        let config = EngineConfig {
+            focus: filter.focus().to_vec(),
+            detach_on_unlink: true,
+        };
         Self {
             engine: Engine::new(config),
             filter,
@@ -62,13 +65,27 @@ impl<W: Write> Pipeline<W> {
                     writeln!(self.out, "{}", report::event::event_line(ev, wall_ns))?;
                 }
             }
-            Record::Lost { count, first_ts_ns, last_ts_ns } => {
-                let (first, last) =
-                    (self.header.wall_ns(*first_ts_ns), self.header.wall_ns(*last_ts_ns));
+            Record::Lost {
+                count,
+                first_ts_ns,
+                last_ts_ns,
+            } => {
+                let (first, last) = (
+                    self.header.wall_ns(*first_ts_ns),
+                    self.header.wall_ns(*last_ts_ns),
+                );
                 if self.json {
-                    writeln!(self.out, "{}", report::event::lost_json(*count, first, last))?;
+                    writeln!(
+                        self.out,
+                        "{}",
+                        report::event::lost_json(*count, first, last)
+                    )?;
                 } else {
-                    writeln!(self.out, "{}", report::event::lost_line(*count, first, last))?;
+                    writeln!(
+                        self.out,
+                        "{}",
+                        report::event::lost_line(*count, first, last)
+                    )?;
                 }
             }
             _ => {}

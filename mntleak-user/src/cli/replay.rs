@@ -26,8 +26,13 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot replay {}", args.files[0].display()))?;
     let header = reader.header().clone();
     let stdout = std::io::stdout().lock();
-    let mut pipeline =
-        Pipeline::new(header, Filter::new(&args.view, focus), args.view.json, args.view.quiet, BufWriter::new(stdout));
+    let mut pipeline = Pipeline::new(
+        header,
+        Filter::new(&args.view, focus),
+        args.view.json,
+        args.view.quiet,
+        BufWriter::new(stdout),
+    );
     for rec in reader.by_ref() {
         let rec = rec.context("replay stopped")?;
         pipeline.handle(&rec).context("cannot write to stdout")?;
@@ -39,7 +44,11 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             file.display()
         );
     }
-    Ok(if outcome.leaks > 0 { ExitCode::from(EXIT_LEAK) } else { ExitCode::SUCCESS })
+    Ok(if outcome.leaks > 0 {
+        ExitCode::from(EXIT_LEAK)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn containers_in(args: &ReplayArgs) -> anyhow::Result<Vec<ContainerInfo>> {

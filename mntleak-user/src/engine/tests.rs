@@ -6,6 +6,7 @@ use super::*;
 use crate::model::*;
 use crate::report::finding::FindingKind;
 use crate::uapi::*;
+use std::collections::HashMap;
 
 const HOST: u64 = 1;
 
@@ -859,4 +860,73 @@ fn memory_stays_flat_over_churn() {
     );
     assert!(st.families <= 4, "{st:?}");
     assert!(st.resolved_leaks <= MAX_RESOLVED);
+}
+
+/// Debug aid: `MNTLEAK_DEBUG_CAP=/tmp/x.mntcap [MNTLEAK_DEBUG_NS=id] cargo test -p mntleak-user
+/// debug_replay -- --nocapture` replays a capture and prints every record's findings and, for
+/// the watched namespace, its model table after each record that changed it.
+#[test]
+fn debug_replay() {
+    let Ok(p) = std::env::var("MNTLEAK_DEBUG_CAP") else {
+        return;
+    };
+    let watch: Vec<u64> = std::env::var("MNTLEAK_DEBUG_NS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let rd = crate::capture::CaptureReader::open(&[std::path::PathBuf::from(p)]).unwrap();
+    let mut eng = Engine::new(EngineConfig::default());
+    let mut last: HashMap<u64, usize> = HashMap::new();
+    for (i, r) in rd.enumerate() {
+        let r = r.unwrap();
+        let desc = match &r {
+            Record::Event(e) => format!(
+                "#{i} ev pid {} {} ns {} {:?} ret {:?} new {:?}",
+                e.task.pid,
+                e.task.comm.as_str(),
+                e.task.mnt_ns.id,
+                e.action,
+                e.ret,
+                e.new_mnt_ns.map(|n| n.id)
+            ),
+            Record::NamespaceMounts { ns, mounts, .. } => {
+                format!("#{i} FACT ns {} {} mounts", ns.id, mounts.len())
+            }
+            Record::Container(c) => format!("#{i} CONTAINER {c:?}"),
+            Record::Snapshot(s) => format!("#{i} SNAPSHOT {} ns", s.namespaces.len()),
+            Record::Lost { count, .. } => format!("#{i} LOST {count}"),
+        };
+        let f = eng.apply(&r);
+        if std::env::var("MNTLEAK_DEBUG_ALL").is_ok() || !f.is_empty() {
+            println!("{desc}");
+        }
+        for x in &f {
+            println!(
+                "   -> {:?} id {} {} in ns {} by {:?} reason {}",
+                x.kind,
+                x.id,
+                x.mount.path,
+                x.into_mnt_ns_id,
+                x.leaked_by.as_ref().map(|e| &e.detail),
+                x.reason_code
+            );
+        }
+        for &w in &watch {
+            let t = eng.mount_table(w);
+            if last.get(&w) != Some(&t.len()) {
+                println!("{desc}\n  ns {w}: {} mounts", t.len());
+                for m in &t {
+                    println!(
+                        "     {:?} {} {} {} {}",
+                        m.mount_id, m.mountpoint, m.fstype, m.source, m.root
+                    );
+                }
+                last.insert(w, t.len());
+            }
+        }
+    }
+    for x in eng.finish() {
+        println!("FINAL {:?} {} ns {} {}", x.kind, x.mount.path, x.into_mnt_ns_id, x.reason_code);
+    }
 }

@@ -112,7 +112,8 @@ pub fn container_id_of_cgroup(cgroup: &str) -> Option<String> {
         let comp = comp.strip_suffix(".scope").unwrap_or(comp);
         // The runtime prefixes end in '-': the id is after the last one.
         let id = comp.rsplit('-').next().unwrap_or(comp);
-        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| id.to_ascii_lowercase())
     })
 }
 
