@@ -685,10 +685,10 @@ fn full_disk_names_the_file_and_keeps_what_was_flushed() {
                 break e;
             }
             written.push(rec);
-            if written.len() % 10 == 0 {
-                if let Err(e) = w.flush() {
-                    break e;
-                }
+            if written.len() % 10 == 0
+                && let Err(e) = w.flush()
+            {
+                break e;
             }
             assert!(written.len() < 100_000, "the disk never filled");
         };

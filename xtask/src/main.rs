@@ -112,7 +112,9 @@ pub fn build(tc: &setup::Toolchain) -> anyhow::Result<()> {
 }
 
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 pub fn tracer_bin() -> PathBuf {
@@ -143,8 +145,18 @@ fn test() -> anyhow::Result<()> {
 fn oracle(scenarios: u64, seed: Option<u64>) -> anyhow::Result<()> {
     let tc = setup::setup()?;
     let mut c = cargo();
-    c.args(["test", "--release", "-p", "mntleak-tests", "--test", "oracle", "--", "--test-threads=1", "--nocapture"])
-        .env("MNTLEAK_ORACLE_SCENARIOS", scenarios.to_string());
+    c.args([
+        "test",
+        "--release",
+        "-p",
+        "mntleak-tests",
+        "--test",
+        "oracle",
+        "--",
+        "--test-threads=1",
+        "--nocapture",
+    ])
+    .env("MNTLEAK_ORACLE_SCENARIOS", scenarios.to_string());
     if let Some(seed) = seed {
         c.env("MNTLEAK_ORACLE_SEED", seed.to_string());
     }

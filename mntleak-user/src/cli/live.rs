@@ -43,10 +43,10 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<ExitCode> {
             "live tracing needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN); `mntleak-trace replay FILE` needs none"
         );
     }
-    if let Some(d) = args.duration {
-        if !(d.is_finite() && d > 0.0) {
-            bail!("--duration must be a positive number of seconds, not {d}");
-        }
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        bail!("--duration must be a positive number of seconds, not {d}");
     }
     let focus = args
         .view
@@ -248,19 +248,19 @@ impl<W: std::io::Write> Sink<W> {
     }
 
     fn record(&mut self, rec: &Record) -> anyhow::Result<()> {
-        if let Some(w) = self.writer.as_mut() {
-            if let Err(e) = w.write(rec) {
-                self.stop_capture(e.into());
-            }
+        if let Some(w) = self.writer.as_mut()
+            && let Err(e) = w.write(rec)
+        {
+            self.stop_capture(e.into());
         }
         self.pipeline.handle(rec).context("cannot write to stdout")
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some(w) = self.writer.as_mut() {
-            if let Err(e) = w.flush() {
-                self.stop_capture(e.into());
-            }
+        if let Some(w) = self.writer.as_mut()
+            && let Err(e) = w.flush()
+        {
+            self.stop_capture(e.into());
         }
         Ok(())
     }

@@ -927,6 +927,9 @@ fn debug_replay() {
         }
     }
     for x in eng.finish() {
-        println!("FINAL {:?} {} ns {} {}", x.kind, x.mount.path, x.into_mnt_ns_id, x.reason_code);
+        println!(
+            "FINAL {:?} {} ns {} {}",
+            x.kind, x.mount.path, x.into_mnt_ns_id, x.reason_code
+        );
     }
 }
