@@ -25,7 +25,7 @@ fn live_json_reports_mount_with_real_namespace_and_result() {
         .iter()
         .find(|e| e["syscall"] == "umount2" && e.to_string().contains(&target))
         .unwrap_or_else(|| panic!("no umount2 of {target} in {}", out.stdout));
-    assert_eq!(umount["mnt_ns_inum"].as_u64(), Some(ino), "{umount}");
+    assert_eq!(umount["mnt_ns"].as_u64(), Some(ino), "{umount}");
     assert_eq!(umount["mnt_ns_id"].as_u64(), Some(id), "{umount}");
     assert_eq!(umount["errno"], "ENOENT", "{umount}");
     assert_eq!(umount["comm"], "umount");

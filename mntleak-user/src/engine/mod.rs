@@ -156,14 +156,22 @@ impl Engine {
             }
             Record::Lost { count, .. } => self.stats.lost += count,
             Record::NamespaceMounts { ns, mounts, .. } => self.apply_fact(*ns, mounts),
-            Record::Container(c) => self.containers.push(c.clone()),
+            Record::Container(c) => {
+                self.containers.push(c.clone());
+                self.end_runtime_setup(c.mnt_ns.id);
+            }
         }
-        self.after_record();
+        // Containers are recorded right after the snapshot (and when created): judge copies
+        // once they are known, so a container's own mounts are not reported at risk.
+        let wait = matches!(rec, Record::Snapshot(_) | Record::Container(_));
+        self.after_record(wait);
         std::mem::take(&mut self.out)
     }
 
     /// End of stream: every leak (open and resolved) and the at-risk copies still alive.
     pub fn finish(&mut self) -> Vec<Finding> {
+        self.check_at_risk();
+        self.out.clear();
         let mut v: Vec<Finding> = self.resolved.iter().cloned().collect();
         let mut open: Vec<Finding> = self.leaks.values().cloned().collect();
         open.sort_by_key(|f| f.id);
@@ -233,21 +241,29 @@ impl Engine {
         if !self.cfg.focus.is_empty() {
             return false;
         }
+        // Runtime-owned places and container block devices; not the host's own /dev/shm.
+        let shm = path.ends_with("/shm")
+            && (path.starts_with("/var/lib/docker/containers/")
+                || path.starts_with("/run/containerd/")
+                || path.starts_with("/var/lib/kubelet/pods/"));
+        let task_rootfs = path.starts_with("/run/containerd/io.containerd.runtime.v2.task/")
+            && path.ends_with("/rootfs");
         fstype == "overlay"
             || path.ends_with("/merged")
-            || path.ends_with("/shm")
+            || task_rootfs
+            || shm
             || (fstype == "nsfs"
                 && (path.starts_with("/run/netns/")
                     || path.starts_with("/var/run/netns/")
                     || path.starts_with("/run/docker/netns/")))
             || source.starts_with("/dev/loop")
+            || source.starts_with("/dev/dm-")
             || source.starts_with("/dev/mapper/")
             || source.starts_with("/dev/rbd")
             || source.starts_with("/dev/nbd")
-            || path.contains("/kubelet/pods/")
-            || path.starts_with("/var/lib/docker/")
+            || path.starts_with("/var/lib/kubelet/pods/")
+            || path.starts_with("/var/lib/docker/containers/")
             || path.starts_with("/run/containerd/")
-            || path.starts_with("/var/lib/containerd/")
     }
 
     /// With a focus, leaks are only reported for the focused containers' mounts.
@@ -255,9 +271,11 @@ impl Engine {
         self.cfg.focus.is_empty() || f.container_looking
     }
 
-    fn after_record(&mut self) {
-        self.check_at_risk();
-        self.dirty.clear();
+    fn after_record(&mut self, wait: bool) {
+        if !wait {
+            self.check_at_risk();
+            self.dirty.clear();
+        }
         let unp = std::mem::take(&mut self.unpinned);
         for inum in unp {
             let ids: Vec<u64> = self

@@ -87,33 +87,51 @@ impl Engine {
         Some(g)
     }
 
-    /// Inserts mounts as the kernel listed them (snapshot, or a namespace first seen in a fact).
-    /// `fam_by_obj` links the same (filesystem, root) across namespaces into one family.
+    /// Inserts mounts as the kernel listed them (snapshot, or what a fact shows and the model
+    /// lacks). `fam_by_obj` links the same (filesystem, root) across namespaces into one family:
+    /// a mount in B showing the same object as one in A is a copy of it. `copy_ev` is the
+    /// lineage of mounts that join an existing family.
     fn insert_kernel_mounts(
         &mut self,
         ns: u64,
         mounts: &[MountInfo],
         fam_by_obj: &mut HashMap<(u64, String), u32>,
-    ) {
+        copy_ev: Option<&super::state::Ev>,
+    ) -> Vec<MKey> {
         let mut by_id: HashMap<u64, MKey> = HashMap::new();
-        for mi in mounts {
+        let mut added = Vec::with_capacity(mounts.len());
+        for i in kernel_order(mounts) {
+            let mi = &mounts[i];
             let mountpoint = resolve("", None, mi.mountpoint.as_str());
-            let parent = by_id.get(&mi.parent_id).copied().or_else(|| {
-                if self.ns.get(&ns).is_some_and(|n| n.root.is_some()) {
-                    self.lookup(ns, &mountpoint)
-                } else {
-                    None
-                }
-            });
+            let parent = by_id
+                .get(&mi.parent_id)
+                .copied()
+                .or_else(|| self.by_kernel_id(ns, mi.parent_id))
+                .or_else(|| {
+                    if self.ns.get(&ns).is_some_and(|n| n.root.is_some()) {
+                        self.lookup(ns, &mountpoint)
+                    } else {
+                        None
+                    }
+                });
             let fs = self.fs_for_dev(mi.dev_major, mi.dev_minor);
-            let root = resolve("", None, mi.root.as_str());
             let root = if mi.fstype.as_str() == "nsfs" {
                 mi.root.as_str().to_string()
             } else {
-                root
+                resolve("", None, mi.root.as_str())
             };
-            let fam = match fam_by_obj.get(&(fs, root.clone())) {
-                Some(&f) if self.families.get(f as usize).is_some_and(|x| x.is_some()) => f,
+            let (fam, lineage) = match fam_by_obj.get(&(fs, root.clone())) {
+                Some(&f)
+                    if self
+                        .families
+                        .get(f as usize)
+                        .is_some_and(|x| x.as_ref().is_some_and(|x| x.origin_ns != ns)) =>
+                {
+                    (f, copy_ev.cloned())
+                }
+                Some(&f) if self.families.get(f as usize).is_some_and(|x| x.is_some()) => {
+                    (f, None)
+                }
                 _ => {
                     let f = self.new_family(
                         None,
@@ -123,7 +141,7 @@ impl Engine {
                         mi.fstype.as_str(),
                     );
                     fam_by_obj.insert((fs, root.clone()), f);
-                    f
+                    (f, None)
                 }
             };
             let shared = self.kgroup(mi.propagation.shared);
@@ -142,7 +160,7 @@ impl Engine {
                 master,
                 unbindable: mi.propagation.unbindable,
                 family: fam,
-                copy_ev: None,
+                copy_ev: lineage,
                 copy_prop: prop_str(shared, master, mi.propagation.unbindable),
                 cut_ev: None,
                 dentry: None,
@@ -150,7 +168,47 @@ impl Engine {
             let k = self.insert_mount(m);
             self.dirty.push(k);
             by_id.insert(mi.mnt_id, k);
+            added.push(k);
         }
+        added
+    }
+
+    /// The model mount of `ns` the kernel knows as `id`.
+    fn by_kernel_id(&self, ns: u64, id: u64) -> Option<MKey> {
+        if id == 0 {
+            return None;
+        }
+        let n = self.ns.get(&ns)?;
+        n.by_path
+            .values()
+            .flatten()
+            .copied()
+            .find(|&k| self.m(k).kernel_id == Some(id))
+    }
+
+    /// (filesystem, root) -> family of every live mount, preferring families that originate in
+    /// the host, so a fact's mounts are linked to what they copy.
+    fn family_index(&self) -> HashMap<(u64, String), u32> {
+        let mut idx: HashMap<(u64, String), u32> = HashMap::new();
+        for m in self.mounts.iter().flatten() {
+            let Some(Some(f)) = self.families.get(m.family as usize) else {
+                continue;
+            };
+            let key = (m.fs, m.root.clone());
+            let better = match idx.get(&key) {
+                None => true,
+                Some(&old) => {
+                    let old_host = self.families[old as usize]
+                        .as_ref()
+                        .is_some_and(|o| o.origin_ns == self.host_ns);
+                    !old_host && f.origin_ns == self.host_ns
+                }
+            };
+            if better {
+                idx.insert(key, m.family);
+            }
+        }
+        idx
     }
 
     pub(super) fn apply_snapshot(&mut self, s: &Snapshot) {
@@ -164,7 +222,7 @@ impl Engine {
                 continue;
             }
             self.ensure_ns(n.ns);
-            self.insert_kernel_mounts(n.ns.id, &n.mounts, &mut fam_by_obj);
+            self.insert_kernel_mounts(n.ns.id, &n.mounts, &mut fam_by_obj, None);
             for &pid in &n.pids {
                 self.procs.entry(pid).or_insert_with(|| Proc {
                     ns: n.ns.id,
@@ -187,48 +245,145 @@ impl Engine {
         }
     }
 
+    /// A kernel fact about one namespace: adopt kernel ids and propagation for the mounts the
+    /// model has, add what it lacks (linked to what they copy), and drop model mounts only where
+    /// the kernel's listing would have shown them (under a mount it lists).
     pub(super) fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo]) {
-        if self.ns.get(&ns.id).is_none_or(|n| n.mounts == 0) {
+        let first = self.ns.get(&ns.id).is_none_or(|n| n.mounts == 0);
+        let (bind_ev, prop_ev) = {
             let n = self.ensure_ns(ns);
-            n.members_unknown = n.members.is_empty();
-            let mut fams = HashMap::new();
-            self.insert_kernel_mounts(ns.id, mounts, &mut fams);
+            if first {
+                n.members_unknown = n.members.is_empty();
+            }
+            (
+                n.unplaced_bind.clone().or_else(|| n.created_by.clone()),
+                n.unplaced_prop.clone(),
+            )
+        };
+        let mut fams = self.family_index();
+        if first {
+            let added = self.insert_kernel_mounts(ns.id, mounts, &mut fams, bind_ev.as_ref());
+            self.mark_cut(&added, prop_ev.as_ref());
             return;
         }
-        // Adopt kernel ids by path (stack order), add what the model missed, drop what is gone.
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut keep = std::collections::HashSet::new();
+        let mut matched: HashMap<MKey, usize> = HashMap::new();
         let mut missing = Vec::new();
-        for mi in mounts {
-            let mp = mi.mountpoint.as_str();
-            let i = seen.entry(mp).or_default();
-            let k = self
-                .ns
-                .get(&ns.id)
-                .and_then(|n| n.by_path.get(&resolve("", None, mp)))
-                .and_then(|v| v.get(*i))
-                .copied();
-            *i += 1;
-            match k {
+        for (i, mi) in mounts.iter().enumerate() {
+            match self.fact_match(ns.id, mi, &matched) {
                 Some(k) => {
-                    self.mm(k).kernel_id = Some(mi.mnt_id);
-                    keep.insert(k);
+                    matched.insert(k, i);
                 }
                 None => missing.push(mi.clone()),
             }
         }
+        let mut changed = Vec::new();
+        for (&k, &i) in &matched {
+            let mi = &mounts[i];
+            self.mm(k).kernel_id = Some(mi.mnt_id);
+            let dev = (mi.dev_major, mi.dev_minor);
+            if !self.dev_fs.contains_key(&dev) {
+                let fs = self.m(k).fs;
+                self.dev_fs.insert(dev, fs);
+            }
+            if self.adopt_propagation(k, &mi.propagation) {
+                changed.push(k);
+            }
+        }
+        // Gone: a model mount the kernel would have listed (its parent is listed) but did not.
         let gone: Vec<MKey> = self
             .ns_mounts(ns.id)
             .into_iter()
-            .filter(|k| !keep.contains(k))
+            .filter(|k| !matched.contains_key(k))
+            .filter(|&k| self.m(k).parent.is_some_and(|p| matched.contains_key(&p)))
             .collect();
-        for k in gone.into_iter().rev() {
+        for k in gone {
             if self.alive(k) {
                 self.remove_subtree(k, &Cause::Fact);
             }
         }
-        let mut fams = HashMap::new();
-        self.insert_kernel_mounts(ns.id, &missing, &mut fams);
+        self.mark_cut(&changed, prop_ev.as_ref());
+        let added = self.insert_kernel_mounts(ns.id, &missing, &mut fams, bind_ev.as_ref());
+        self.mark_cut(&added, prop_ev.as_ref());
+    }
+
+    /// The model mount a fact's mount is: same place, same filesystem object.
+    fn fact_match(&self, ns: u64, mi: &MountInfo, taken: &HashMap<MKey, usize>) -> Option<MKey> {
+        let mp = resolve("", None, mi.mountpoint.as_str());
+        let v = self.ns.get(&ns)?.by_path.get(&mp)?;
+        let free = || v.iter().copied().filter(|k| !taken.contains_key(k));
+        if let Some(k) = free().find(|&k| self.m(k).kernel_id == Some(mi.mnt_id)) {
+            return Some(k);
+        }
+        let root = if mi.fstype.as_str() == "nsfs" {
+            mi.root.as_str().to_string()
+        } else {
+            resolve("", None, mi.root.as_str())
+        };
+        let dev_fs = self.dev_fs.get(&(mi.dev_major, mi.dev_minor)).copied();
+        let same_obj = |k: MKey| {
+            let m = self.m(k);
+            m.root == root
+                && match dev_fs {
+                    Some(f) => m.fs == f,
+                    None => m.fstype == mi.fstype.as_str(),
+                }
+        };
+        // Topmost first: a stack's hidden lower mounts are what the listing may leave out.
+        if let Some(k) = free()
+            .filter(|&k| self.m(k).kernel_id.is_none())
+            .filter(|&k| same_obj(k))
+            .last()
+        {
+            return Some(k);
+        }
+        free().filter(|&k| same_obj(k)).last()
+    }
+
+    /// Takes the kernel's propagation for mount `k`; true if it changed.
+    fn adopt_propagation(&mut self, k: MKey, p: &crate::model::Propagation) -> bool {
+        let (shared, master, unb) = {
+            let m = self.m(k);
+            (m.shared, m.master, m.unbindable)
+        };
+        let map = |this: &mut Self, kg: Option<u32>, model: Option<u32>| -> Option<u32> {
+            let kg = kg?;
+            match (this.kgroups.get(&kg).copied(), model) {
+                (Some(g), _) => Some(g),
+                (None, Some(g)) => {
+                    // Learn the kernel's number for a group the model made.
+                    this.kgroups.insert(kg, g);
+                    Some(g)
+                }
+                (None, None) => this.kgroup(Some(kg)),
+            }
+        };
+        let ks = map(self, p.shared, shared);
+        let km = map(self, p.master, master);
+        if ks == shared && km == master && p.unbindable == unb {
+            return false;
+        }
+        self.leave_group(k);
+        if let Some(g) = ks {
+            self.peers.entry(g).or_default().push(k);
+        }
+        if let Some(g) = km {
+            self.slaves.entry(g).or_default().push(k);
+        }
+        let m = self.mm(k);
+        m.shared = ks;
+        m.master = km;
+        m.unbindable = p.unbindable;
+        self.dirty.push(k);
+        true
+    }
+
+    fn mark_cut(&mut self, keys: &[MKey], ev: Option<&super::state::Ev>) {
+        let Some(ev) = ev else { return };
+        for &k in keys {
+            if self.alive(k) && self.m(k).copy_ev.is_some() {
+                self.mm(k).cut_ev = Some(ev.clone());
+            }
+        }
     }
 
     fn evinfo(&self, e: &Event, ns: u64, detail: String) -> super::state::Ev {
@@ -283,9 +438,12 @@ impl Engine {
             return; // already copied (task_newtask and clone's exit both report it)
         }
         {
+            let runtime = runtime_init_comm(&ev.comm);
             let n = self.ensure_ns(dst);
             n.created_by = Some(ev.clone());
             n.copied_from = Some(src);
+            n.runtime = runtime;
+            n.runtime_setup = runtime;
         }
         let mode = if user {
             CloneMode::SharedToSlave
@@ -371,6 +529,12 @@ impl Engine {
         {
             p.comm = e.task.comm.text.clone();
         }
+        // Its own events: a clone exit reported after them (vfork children run first) is old news.
+        if !matches!(e.action, Action::Fork { .. } | Action::Clone { .. })
+            && let Some(p) = self.procs.get_mut(&pid)
+        {
+            p.own_events = true;
+        }
         let pns = self.procs.get(&pid).map(|p| p.ns).unwrap_or(0);
         // The namespace the call acted in (unshare/setns report the one after: use ours).
         let ns = match e.action {
@@ -426,6 +590,7 @@ impl Engine {
                 if flags & MS_MGC_MSK == MS_MGC_VAL {
                     flags &= !MS_MGC_MSK;
                 }
+                let target_unplaced = via_proc_fd(target.as_str());
                 let target = path(target.as_str());
                 if flags & MS_REMOUNT != 0 {
                     return;
@@ -440,6 +605,19 @@ impl Engine {
                         flag_names(flags)
                     ),
                 );
+                let src_unplaced = flags & (MS_BIND | MS_MOVE) != 0 && via_proc_fd(source.as_str());
+                if target_unplaced || via_proc_fd(&target) || src_unplaced {
+                    // The kernel fact the source reads after this call shows the result.
+                    if let Some(n) = self.ns.get_mut(&ns) {
+                        if flags & MS_PROPAGATION != 0 {
+                            n.unplaced_prop = Some(ev);
+                        } else if flags & (MS_BIND | MS_MOVE) != 0 {
+                            n.unplaced_bind = Some(ev);
+                            n.unplaced_prop = None;
+                        }
+                    }
+                    return;
+                }
                 if flags & MS_PROPAGATION != 0 {
                     if let Some(k) = self
                         .mount_at(ns, &target)
@@ -465,6 +643,9 @@ impl Engine {
             }
             Action::Umount { target, flags } => {
                 let target = path(target.as_str());
+                if via_proc_fd(&target) {
+                    return;
+                }
                 let ev = self.evinfo(
                     e,
                     ns,
@@ -534,7 +715,10 @@ impl Engine {
                 let detail = "fork".to_string();
                 self.new_child(e, ns, *child, e.new_mnt_ns, false, detail);
             }
-            Action::Exec { .. } => {}
+            Action::Exec { .. } => {
+                // The runtime's init became the container's process: its setup is over.
+                self.end_runtime_setup(ns);
+            }
             Action::Exit => {
                 if e.task.tid != 0 && e.task.tid != pid {
                     return; // a thread, not the process
@@ -663,6 +847,17 @@ impl Engine {
         }
     }
 
+    /// The runtime's setup of namespace `ns` ended: judge the copies it deferred.
+    pub(super) fn end_runtime_setup(&mut self, ns: u64) {
+        if let Some(n) = self.ns.get_mut(&ns)
+            && n.runtime_setup
+        {
+            n.runtime_setup = false;
+            let d = std::mem::take(&mut n.deferred);
+            self.dirty.extend(d);
+        }
+    }
+
     fn put_fd(&mut self, pid: u32, fd: i32, obj: FdObj) {
         if let Some(p) = self.procs.get_mut(&pid) {
             if p.fds.len() >= 64 {
@@ -728,9 +923,10 @@ impl Engine {
             Some(p) => (p.comm.clone(), p.root.clone(), p.cgroup),
             None => (e.task.comm.as_str().to_string(), String::new(), 0),
         };
-        let old = self.procs.get(&child).map(|p| p.ns);
+        let old = self.procs.get(&child).map(|p| (p.ns, p.own_events));
         match old {
-            Some(o) => {
+            Some((_, true)) => {}
+            Some((o, false)) => {
                 if o != cns {
                     self.move_member(child, o, cns);
                 }
@@ -977,6 +1173,58 @@ impl Engine {
                 .then(|| format!("nsfs mount {} in mnt ns {}", m.mountpoint, m.ns))
         })
     }
+}
+
+/// A container runtime's init, which unshares and sets up the container's own mounts.
+fn runtime_init_comm(comm: &str) -> bool {
+    comm.starts_with("runc:[") || comm == "crun" || comm == "youki"
+}
+
+/// Parents before children: the kernel's listing is in id order, and a mount's parent can have a
+/// larger id (a root mounted over, `pivot_root`). Roots (parent not listed) come first, "/" first.
+fn kernel_order(mounts: &[MountInfo]) -> Vec<usize> {
+    let ids: HashMap<u64, usize> = mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.mnt_id, i))
+        .collect();
+    let mut kids: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        match ids.get(&m.parent_id) {
+            Some(&p) if p != i => kids.entry(p).or_default().push(i),
+            _ => roots.push(i),
+        }
+    }
+    roots.sort_by_key(|&i| (mounts[i].mountpoint.as_str() != "/", mounts[i].mountpoint.text.len()));
+    let mut out = Vec::with_capacity(mounts.len());
+    let mut seen = vec![false; mounts.len()];
+    let mut q: std::collections::VecDeque<usize> = roots.into_iter().collect();
+    while let Some(i) = q.pop_front() {
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        out.push(i);
+        if let Some(v) = kids.get(&i) {
+            q.extend(v.iter().copied());
+        }
+    }
+    // A parent cycle (corrupt input): keep the rest in listing order.
+    out.extend((0..mounts.len()).filter(|&i| !seen[i]));
+    out
+}
+
+/// A path the model cannot place: runc mounts onto `/proc/self/fd/N` (an O_PATH fd of the
+/// target); the kernel fact that follows shows the result.
+fn via_proc_fd(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix("/proc/") else {
+        return false;
+    };
+    let mut it = rest.splitn(3, '/');
+    let who = it.next().unwrap_or("");
+    let fd = it.next().unwrap_or("");
+    (who == "self" || who == "thread-self" || who.bytes().all(|b| b.is_ascii_digit()))
+        && fd == "fd"
 }
 
 /// Whether a path argument the engine needs is relative.

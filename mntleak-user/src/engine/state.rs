@@ -84,6 +84,17 @@ pub(super) struct Ns {
     pub mounts: usize,
     /// Known only from a kernel fact: members unknown, never killed for lack of members.
     pub members_unknown: bool,
+    /// The last mount call in this namespace the model could not place (runc's targets under
+    /// /proc/self/fd): the lineage of mounts a later kernel fact shows.
+    pub unplaced_bind: Option<Ev>,
+    pub unplaced_prop: Option<Ev>,
+    /// Made by a container runtime's init (runc:[1:CHILD]...) that has not exec'd yet: its
+    /// copies are the container's own setup, judged once the container runs.
+    pub runtime_setup: bool,
+    /// Made by a container runtime's init: a container's own namespace.
+    pub runtime: bool,
+    /// Mounts whose at-risk check waits for the runtime setup to end.
+    pub deferred: Vec<MKey>,
 }
 
 #[derive(Clone, Debug)]
@@ -103,6 +114,8 @@ pub(super) struct Proc {
     pub fds: HashMap<i32, FdObj>,
     /// The event that last moved this process to another namespace.
     pub ns_change: Option<Ev>,
+    /// Events of its own were seen: a late clone/fork record must not move it any more.
+    pub own_events: bool,
 }
 
 #[derive(Debug)]

@@ -882,19 +882,59 @@ fn debug_replay() {
         let r = r.unwrap();
         let desc = match &r {
             Record::Event(e) => format!(
-                "#{i} ev pid {} {} ns {} {:?} ret {:?} new {:?}",
+                "#{i} ev pid {} {} ns {} {:?} ret {:?} new {:?} dir {:?}",
                 e.task.pid,
                 e.task.comm.as_str(),
                 e.task.mnt_ns.id,
                 e.action,
                 e.ret,
-                e.new_mnt_ns.map(|n| n.id)
+                e.new_mnt_ns.map(|n| n.id),
+                e.dir.as_ref().map(|d| d.as_str())
             ),
             Record::NamespaceMounts { ns, mounts, .. } => {
-                format!("#{i} FACT ns {} {} mounts", ns.id, mounts.len())
+                let mut d = format!("#{i} FACT ns {} {} mounts", ns.id, mounts.len());
+                if watch.contains(&ns.id) {
+                    for m in mounts {
+                        d += &format!(
+                            "\n     F {} p{} {}:{} {} {} {} {} {:?}",
+                            m.mnt_id,
+                            m.parent_id,
+                            m.dev_major,
+                            m.dev_minor,
+                            m.mountpoint.as_str(),
+                            m.fstype.as_str(),
+                            m.source.as_str(),
+                            m.root.as_str(),
+                            m.propagation
+                        );
+                    }
+                }
+                d
             }
             Record::Container(c) => format!("#{i} CONTAINER {c:?}"),
-            Record::Snapshot(s) => format!("#{i} SNAPSHOT {} ns", s.namespaces.len()),
+            Record::Snapshot(s) => {
+                let mut d = format!("#{i} SNAPSHOT {} ns host {}", s.namespaces.len(), s.host_ns.id);
+                for n in &s.namespaces {
+                    if !watch.contains(&n.ns.id) {
+                        continue;
+                    }
+                    for m in &n.mounts {
+                        d += &format!(
+                            "\n     S {} p{} {}:{} {} {} {} {} {:?}",
+                            m.mnt_id,
+                            m.parent_id,
+                            m.dev_major,
+                            m.dev_minor,
+                            m.mountpoint.as_str(),
+                            m.fstype.as_str(),
+                            m.source.as_str(),
+                            m.root.as_str(),
+                            m.propagation
+                        );
+                    }
+                }
+                d
+            }
             Record::Lost { count, .. } => format!("#{i} LOST {count}"),
         };
         let f = eng.apply(&r);

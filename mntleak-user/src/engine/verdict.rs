@@ -51,10 +51,21 @@ impl Engine {
         let Some(Some(f)) = self.families.get(fam as usize) else {
             return false;
         };
-        if let Some(r) = self.ns.get(&ns).and_then(|n| n.root)
-            && self.m(r).family == fam
+        if let Some(n) = self.ns.get(&ns)
+            && let Some(r) = n.root
         {
-            return true; // pivot_root'ed into it
+            let rm = self.m(r);
+            if rm.family == fam {
+                return true; // pivot_root'ed into it
+            }
+            // A runtime's namespace pivoted into a bind of the rootfs: the rootfs is its own.
+            if n.runtime
+                && let Some(Some(rf)) = self.families.get(rm.family as usize)
+                && rf.path != "/"
+                && (f.path == rf.path || super::paths::strip(&f.path, &rf.path).is_some())
+            {
+                return true;
+            }
         }
         self.cfg
             .focus
@@ -346,6 +357,16 @@ impl Engine {
             };
             if m.ns == f.origin_ns || !f.container_looking || self.own_container_ns(m.ns, m.family)
             {
+                continue;
+            }
+            let ns = m.ns;
+            if let Some(n) = self.ns.get_mut(&ns)
+                && n.runtime_setup
+            {
+                // Judged when the runtime's init execs (or the container is recorded).
+                if n.deferred.len() < 4096 && !n.deferred.contains(&c) {
+                    n.deferred.push(c);
+                }
                 continue;
             }
             let Some(o) = f
