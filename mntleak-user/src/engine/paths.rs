@@ -19,6 +19,10 @@ pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
     if out.is_empty() {
         out.push('/');
     }
+    // /var/run is a symlink to /run on every current distribution; the kernel lists /run.
+    if root.is_empty() && (out == "/var/run" || out.starts_with("/var/run/")) {
+        out.replace_range(..8, "/run");
+    }
     out
 }
 
@@ -87,6 +91,8 @@ mod t {
         assert_eq!(resolve("", Some("/x/y"), "../z"), "/x/z");
         assert_eq!(resolve("/jail", None, "/a"), "/jail/a");
         assert_eq!(resolve("", None, "/"), "/");
+        assert_eq!(resolve("", None, "/var/run/netns/x"), "/run/netns/x");
+        assert_eq!(resolve("", None, "/var/runner"), "/var/runner");
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", ""), "/a");
         assert_eq!(strip("/a/b", "/a"), Some("b"));

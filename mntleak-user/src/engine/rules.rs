@@ -570,9 +570,16 @@ impl Engine {
         }
         let ret = e.ret.unwrap_or(0);
         let (root, dir) = match self.procs.get(&pid) {
-            Some(p) => (p.root.clone(), e.dir.as_ref().map(|d| d.as_str())),
+            Some(p) => (
+                p.root.clone(),
+                e.dir
+                    .as_ref()
+                    .map(|d| d.as_str().to_string())
+                    .or_else(|| p.cwd_guess.clone()),
+            ),
             None => (String::new(), None),
         };
+        let dir = dir.as_deref();
         // A relative path with no directory from the source cannot be placed: skip the event
         // rather than guess (runc's pivot_root(".", ".") needs the cwd).
         if dir.is_none() && action_has_relative_path(&e.action) {
@@ -605,6 +612,13 @@ impl Engine {
                         flag_names(flags)
                     ),
                 );
+                if flags & MS_BIND != 0
+                    && path(source.as_str()) == target
+                    && runtime_init_comm(e.task.comm.as_str())
+                    && let Some(p) = self.procs.get_mut(&pid)
+                {
+                    p.cwd_guess = Some(target.clone());
+                }
                 let src_unplaced = flags & (MS_BIND | MS_MOVE) != 0 && via_proc_fd(source.as_str());
                 if target_unplaced || via_proc_fd(&target) || src_unplaced {
                     // The kernel fact the source reads after this call shows the result.
@@ -837,6 +851,11 @@ impl Engine {
                 let nr = path(new_root.as_str());
                 let po = path(put_old.as_str());
                 self.pivot_root(ns, &nr, &po);
+                if let Some(p) = self.procs.get_mut(&pid)
+                    && p.cwd_guess.is_some()
+                {
+                    p.cwd_guess = Some("/".to_string());
+                }
             }
             Action::Chroot { path: p } => {
                 let full = path(p.as_str());
