@@ -284,17 +284,21 @@ impl<W: std::io::Write> Sink<W> {
     }
 }
 
-/// A successful mount the engine cannot place by path: runc mounts onto `/proc/self/fd/N`
-/// (an O_PATH fd), and a relative target has no directory recorded. The kernel's view of the
-/// namespace, read right after, tells where it landed.
+/// A successful call the engine cannot place by path: runc mounts onto `/proc/self/fd/N` (an
+/// O_PATH fd), and after `pivot_root(".", ".")` detaches the old root with `umount2(".")`; the
+/// cwd those relative paths mean is gone by the time we could read it. The kernel's view of the
+/// namespace, read right after, tells what the call did.
 fn needs_kernel_view(ev: &crate::model::Event) -> bool {
     use crate::model::Action;
-    let target = match &ev.action {
-        Action::Mount { target, .. } => target.as_str(),
-        Action::MoveMount { to_path, .. } => to_path.as_str(),
-        _ => return false,
-    };
-    ev.ret == Some(0) && (target.starts_with("/proc/") || !target.starts_with('/'))
+    let unplaceable = |p: &str| p.starts_with("/proc/") || !p.starts_with('/');
+    ev.ret == Some(0)
+        && match &ev.action {
+            Action::Mount { target, .. } => unplaceable(target.as_str()),
+            Action::MoveMount { to_path, .. } => unplaceable(to_path.as_str()),
+            Action::Umount { target, .. } => unplaceable(target.as_str()),
+            Action::PivotRoot { .. } => true,
+            _ => false,
+        }
 }
 
 /// Running containers that this run has not recorded yet.
