@@ -58,7 +58,11 @@ const WAKEUP_BYTES: u64 = 64 << 10;
 pub fn emit(ev: &Event) {
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
     let threshold = core::cmp::min(EVENTS.query(BPF_RB_RING_SIZE) / 4, WAKEUP_BYTES);
-    let flags = if waiting >= threshold { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    let flags = if waiting >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
     if EVENTS.output::<Event>(ev, flags).is_err() {
         record_loss();
     }

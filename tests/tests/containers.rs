@@ -239,7 +239,6 @@ fn assert_remediation(f: &Value, pid: u32) {
 // ---- S4: a PrivateTmp-style service started after a container ---------------------------------
 
 #[test]
-#[ignore = "engine: the NamespaceMounts fact for a newly unshared namespace drops the copied mounts (root becomes proc) and a late clone3(CLONE_VFORK) exit moves the child back to its parent's namespace; see the scenarios report"]
 fn s4_idle_service_copy_is_a_leak_resolved_by_dockers_rmdir() {
     if !ready() {
         return;
@@ -301,7 +300,6 @@ fn s4_idle_service_copy_is_a_leak_resolved_by_dockers_rmdir() {
 }
 
 #[test]
-#[ignore = "engine: the NamespaceMounts fact for a newly unshared namespace drops the copied mounts (root becomes proc) and a late clone3(CLONE_VFORK) exit moves the child back to its parent's namespace; see the scenarios report"]
 fn s4_service_with_an_open_file_keeps_the_overlay_and_is_named() {
     if !ready() {
         return;
@@ -374,7 +372,6 @@ fn open_excl(dev: &str) -> std::io::Result<()> {
 }
 
 #[test]
-#[ignore = "engine: the NamespaceMounts fact for a newly unshared namespace drops the copied mounts (root becomes proc) and a late clone3(CLONE_VFORK) exit moves the child back to its parent's namespace; see the scenarios report"]
 fn s5_loop_ext4_volume_stays_busy_because_of_a_leaked_copy() {
     if !ready() {
         return;
@@ -659,7 +656,6 @@ impl Drop for RestoreDefaultDocker {
 }
 
 #[test]
-#[ignore = "engine: no stranded-mount leak after dockerd's restart (same namespace-copy bugs as S4); see the scenarios report"]
 fn s1_daemon_restarted_into_a_new_namespace_strands_the_rootfs() {
     if !ready() {
         return;

@@ -105,8 +105,14 @@ pub struct Engine {
     at_risk: HashMap<MKey, Finding>,
     resolved: VecDeque<Finding>,
     recent_symptoms: VecDeque<crate::report::finding::Symptom>,
+    /// Kernel facts waiting for the event stream to reach their read time (the ring buffer
+    /// delivers events older than a fact after it).
+    pending_facts: VecDeque<(u64, crate::model::MntNs, Vec<crate::model::MountInfo>)>,
     stats: EngineStats,
 }
+
+/// Facts held back at most; beyond, the oldest is applied.
+const MAX_PENDING_FACTS: usize = 64;
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
@@ -141,6 +147,7 @@ impl Engine {
             at_risk: HashMap::new(),
             resolved: VecDeque::new(),
             recent_symptoms: VecDeque::new(),
+            pending_facts: VecDeque::new(),
             stats: EngineStats::default(),
         }
     }
@@ -152,10 +159,28 @@ impl Engine {
             Record::Snapshot(s) => self.apply_snapshot(s),
             Record::Event(e) => {
                 self.stats.events += 1;
+                while self
+                    .pending_facts
+                    .front()
+                    .is_some_and(|f| f.0 <= e.task.ts_ns)
+                {
+                    if let Some((_, ns, mounts)) = self.pending_facts.pop_front() {
+                        self.apply_fact(ns, &mounts);
+                    }
+                }
                 self.apply_event(e)
             }
             Record::Lost { count, .. } => self.stats.lost += count,
-            Record::NamespaceMounts { ns, mounts, .. } => self.apply_fact(*ns, mounts),
+            Record::NamespaceMounts { ts_ns, ns, mounts } => {
+                // Read after the events before it in the stream, and often after some that
+                // follow it: applied when the stream reaches its time.
+                self.pending_facts.push_back((*ts_ns, *ns, mounts.clone()));
+                while self.pending_facts.len() > MAX_PENDING_FACTS {
+                    if let Some((_, ns, mounts)) = self.pending_facts.pop_front() {
+                        self.apply_fact(ns, &mounts);
+                    }
+                }
+            }
             Record::Container(c) => {
                 self.containers.push(c.clone());
                 self.end_runtime_setup(c.mnt_ns.id);
@@ -165,11 +190,23 @@ impl Engine {
         // once they are known, so a container's own mounts are not reported at risk.
         let wait = matches!(rec, Record::Snapshot(_) | Record::Container(_));
         self.after_record(wait);
-        std::mem::take(&mut self.out)
+        let mut out = std::mem::take(&mut self.out);
+        if out.len() > 1 {
+            // One emission per finding and record: its last state (raised and resolved by the
+            // same record shows once, resolved).
+            let mut seen = std::collections::HashSet::new();
+            out.reverse();
+            out.retain(|f| seen.insert(f.id));
+            out.reverse();
+        }
+        out
     }
 
     /// End of stream: every leak (open and resolved) and the at-risk copies still alive.
     pub fn finish(&mut self) -> Vec<Finding> {
+        while let Some((_, ns, mounts)) = self.pending_facts.pop_front() {
+            self.apply_fact(ns, &mounts);
+        }
         self.check_at_risk();
         self.out.clear();
         let mut v: Vec<Finding> = self.resolved.iter().cloned().collect();
@@ -246,8 +283,8 @@ impl Engine {
             && (path.starts_with("/var/lib/docker/containers/")
                 || path.starts_with("/run/containerd/")
                 || path.starts_with("/var/lib/kubelet/pods/"));
-        let task_rootfs = path.starts_with("/run/containerd/io.containerd.runtime.v2.task/")
-            && path.ends_with("/rootfs");
+        let task_rootfs =
+            path.contains("/io.containerd.runtime.v2.task/") && path.ends_with("/rootfs");
         fstype == "overlay"
             || path.ends_with("/merged")
             || task_rootfs

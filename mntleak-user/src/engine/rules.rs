@@ -96,7 +96,7 @@ impl Engine {
         ns: u64,
         mounts: &[MountInfo],
         fam_by_obj: &mut HashMap<(u64, String), u32>,
-        copy_ev: Option<&super::state::Ev>,
+        fact: Option<&FactCtx>,
     ) -> Vec<MKey> {
         let mut by_id: HashMap<u64, MKey> = HashMap::new();
         let mut added = Vec::with_capacity(mounts.len());
@@ -127,15 +127,32 @@ impl Engine {
                         .get(f as usize)
                         .is_some_and(|x| x.as_ref().is_some_and(|x| x.origin_ns != ns)) =>
                 {
-                    (f, copy_ev.cloned())
+                    // A copy: made by the namespace copy when the source namespace has a mount
+                    // there, else by the unplaced bind the fact follows.
+                    let ev = fact.and_then(|c| {
+                        let from_copy = c
+                            .from
+                            .is_some_and(|src| self.mount_at(src, &mountpoint).is_some());
+                        if from_copy {
+                            c.created.clone().or_else(|| c.bind.clone())
+                        } else {
+                            c.bind.clone().or_else(|| c.created.clone())
+                        }
+                    });
+                    (f, ev)
                 }
-                Some(&f) if self.families.get(f as usize).is_some_and(|x| x.is_some()) => {
-                    (f, None)
-                }
+                Some(&f) if self.families.get(f as usize).is_some_and(|x| x.is_some()) => (f, None),
                 _ => {
+                    // Seen first in a fact of some other namespace: whose it is is unknown, so
+                    // it is nobody's to lose (never a verdict unless the host shows it).
+                    let owner = if fact.is_some() && ns != self.host_ns && self.host_ns != 0 {
+                        self.host_ns
+                    } else {
+                        ns
+                    };
                     let f = self.new_family(
                         None,
-                        ns,
+                        owner,
                         &mountpoint,
                         mi.source.as_str(),
                         mi.fstype.as_str(),
@@ -144,6 +161,22 @@ impl Engine {
                     (f, None)
                 }
             };
+            // Found first as a pivoted container's root "/": the namespace where it hangs on
+            // a real path (the runtime's) owns it and names it.
+            if fact.is_none()
+                && mountpoint != "/"
+                && self.families[fam as usize]
+                    .as_ref()
+                    .is_some_and(|x| x.origin.is_none() && x.path == "/")
+            {
+                let looks =
+                    self.looks_container(&mountpoint, mi.source.as_str(), mi.fstype.as_str());
+                if let Some(Some(x)) = self.families.get_mut(fam as usize) {
+                    x.path = mountpoint.clone();
+                    x.origin_ns = ns;
+                    x.container_looking |= looks;
+                }
+            }
             let shared = self.kgroup(mi.propagation.shared);
             let master = self.kgroup(mi.propagation.master);
             let m = Mount {
@@ -241,7 +274,15 @@ impl Engine {
             let e = self.procs.entry(p.pid).or_default();
             e.comm = p.comm.as_str().to_string();
             e.ns = p.mnt_ns.id;
-            self.ensure_ns(p.mnt_ns).members.insert(p.pid);
+            let host = s.host_ns.id;
+            let n = self.ensure_ns(p.mnt_ns);
+            n.members.insert(p.pid);
+            note_comm(n, p.comm.as_str());
+            if runtime_init_comm(p.comm.as_str()) && p.mnt_ns.id != host {
+                // Caught mid-setup: the runtime's init has not exec'd the container yet.
+                n.runtime = true;
+                n.runtime_setup = true;
+            }
         }
     }
 
@@ -250,19 +291,23 @@ impl Engine {
     /// the kernel's listing would have shown them (under a mount it lists).
     pub(super) fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo]) {
         let first = self.ns.get(&ns.id).is_none_or(|n| n.mounts == 0);
-        let (bind_ev, prop_ev) = {
+        let (ctx, prop_ev) = {
             let n = self.ensure_ns(ns);
             if first {
                 n.members_unknown = n.members.is_empty();
             }
             (
-                n.unplaced_bind.clone().or_else(|| n.created_by.clone()),
+                FactCtx {
+                    created: n.created_by.clone(),
+                    from: n.copied_from,
+                    bind: n.unplaced_bind.clone(),
+                },
                 n.unplaced_prop.clone(),
             )
         };
         let mut fams = self.family_index();
         if first {
-            let added = self.insert_kernel_mounts(ns.id, mounts, &mut fams, bind_ev.as_ref());
+            let added = self.insert_kernel_mounts(ns.id, mounts, &mut fams, Some(&ctx));
             self.mark_cut(&added, prop_ev.as_ref());
             return;
         }
@@ -302,7 +347,7 @@ impl Engine {
             }
         }
         self.mark_cut(&changed, prop_ev.as_ref());
-        let added = self.insert_kernel_mounts(ns.id, &missing, &mut fams, bind_ev.as_ref());
+        let added = self.insert_kernel_mounts(ns.id, &missing, &mut fams, Some(&ctx));
         self.mark_cut(&added, prop_ev.as_ref());
     }
 
@@ -329,14 +374,18 @@ impl Engine {
                 }
         };
         // Topmost first: a stack's hidden lower mounts are what the listing may leave out.
-        if let Some(k) = free()
-            .filter(|&k| self.m(k).kernel_id.is_none())
-            .filter(|&k| same_obj(k))
-            .last()
-        {
+        if let Some(k) = free().rfind(|&k| self.m(k).kernel_id.is_none() && same_obj(k)) {
             return Some(k);
         }
-        free().filter(|&k| same_obj(k)).last()
+        if let Some(k) = free().rfind(|&k| same_obj(k)) {
+            return Some(k);
+        }
+        // The model's filesystem identity can differ from the kernel's device (a mount made by
+        // an event): same kind and root at the same place is the same mount.
+        free().rfind(|&k| {
+            let m = self.m(k);
+            m.kernel_id.is_none() && m.root == root && m.fstype == mi.fstype.as_str()
+        })
     }
 
     /// Takes the kernel's propagation for mount `k`; true if it changed.
@@ -556,6 +605,9 @@ impl Engine {
             }
             _ => pns,
         };
+        if let Some(n) = self.ns.get_mut(&ns) {
+            note_comm(n, e.task.comm.as_str());
+        }
         let ok = match e.ret {
             Some(r) => r >= 0,
             None => lifecycle,
@@ -677,7 +729,7 @@ impl Engine {
                 }
                 let full = path(p.as_str());
                 let ev = self.evinfo(e, ns, format!("{}({})", e.action.name(), full));
-                self.do_unlink(ns, &full, &ev);
+                self.do_unlink(e, ns, &full, &ev);
             }
             Action::Unshare { flags } => {
                 if flags & CLONE_NEWNS == 0 {
@@ -1144,7 +1196,7 @@ impl Engine {
         self.leaks_after_removal(&removed, ev, target);
     }
 
-    fn do_unlink(&mut self, ns: u64, full: &str, ev: &super::state::Ev) {
+    fn do_unlink(&mut self, e: &Event, ns: u64, full: &str, ev: &super::state::Ev) {
         let Some(on) = self.lookup(ns, full) else {
             return;
         };
@@ -1166,6 +1218,7 @@ impl Engine {
         if victims.is_empty() {
             return;
         }
+        self.stranded_by_unlink(e, ns, &victims, full);
         let removed: Vec<(u32, u64, Option<u32>, Option<u32>)> = victims
             .iter()
             .map(|&x| {
@@ -1194,6 +1247,21 @@ impl Engine {
     }
 }
 
+fn note_comm(n: &mut Ns, comm: &str) {
+    if n.comms.len() < 32 && !comm.is_empty() && !n.comms.contains(comm) {
+        n.comms.insert(comm.to_string());
+    }
+}
+
+/// What a kernel fact's new mounts descend from.
+pub(super) struct FactCtx {
+    /// The event that created the namespace (unshare/clone), and the namespace it copied.
+    created: Option<super::state::Ev>,
+    from: Option<u64>,
+    /// The last bind the model could not place there.
+    bind: Option<super::state::Ev>,
+}
+
 /// A container runtime's init, which unshares and sets up the container's own mounts.
 fn runtime_init_comm(comm: &str) -> bool {
     comm.starts_with("runc:[") || comm == "crun" || comm == "youki"
@@ -1215,7 +1283,12 @@ fn kernel_order(mounts: &[MountInfo]) -> Vec<usize> {
             _ => roots.push(i),
         }
     }
-    roots.sort_by_key(|&i| (mounts[i].mountpoint.as_str() != "/", mounts[i].mountpoint.text.len()));
+    roots.sort_by_key(|&i| {
+        (
+            mounts[i].mountpoint.as_str() != "/",
+            mounts[i].mountpoint.text.len(),
+        )
+    });
     let mut out = Vec::with_capacity(mounts.len());
     let mut seen = vec![false; mounts.len()];
     let mut q: std::collections::VecDeque<usize> = roots.into_iter().collect();
@@ -1242,8 +1315,7 @@ fn via_proc_fd(p: &str) -> bool {
     let mut it = rest.splitn(3, '/');
     let who = it.next().unwrap_or("");
     let fd = it.next().unwrap_or("");
-    (who == "self" || who == "thread-self" || who.bytes().all(|b| b.is_ascii_digit()))
-        && fd == "fd"
+    (who == "self" || who == "thread-self" || who.bytes().all(|b| b.is_ascii_digit())) && fd == "fd"
 }
 
 /// Whether a path argument the engine needs is relative.

@@ -95,6 +95,9 @@ pub(super) struct Ns {
     pub runtime: bool,
     /// Mounts whose at-risk check waits for the runtime setup to end.
     pub deferred: Vec<MKey>,
+    /// Command names seen acting in this namespace (bounded): who may have made its mounts
+    /// when they predate the capture.
+    pub comms: HashSet<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -913,7 +913,11 @@ fn debug_replay() {
             }
             Record::Container(c) => format!("#{i} CONTAINER {c:?}"),
             Record::Snapshot(s) => {
-                let mut d = format!("#{i} SNAPSHOT {} ns host {}", s.namespaces.len(), s.host_ns.id);
+                let mut d = format!(
+                    "#{i} SNAPSHOT {} ns host {}",
+                    s.namespaces.len(),
+                    s.host_ns.id
+                );
                 for n in &s.namespaces {
                     if !watch.contains(&n.ns.id) {
                         continue;
@@ -968,8 +972,503 @@ fn debug_replay() {
     }
     for x in eng.finish() {
         println!(
-            "FINAL {:?} {} ns {} {}",
-            x.kind, x.mount.path, x.into_mnt_ns_id, x.reason_code
+            "FINAL {:?} {} ns {} {} in_ns {} resolved {}",
+            x.kind,
+            x.mount.path,
+            x.into_mnt_ns_id,
+            x.reason_code,
+            x.mount.path_in_ns,
+            x.resolved.is_some()
         );
     }
+}
+
+impl S {
+    fn fact(&mut self, ns_id: u64, mounts: Vec<MountInfo>) -> Vec<Finding> {
+        let f = self.eng.apply(&Record::NamespaceMounts {
+            ts_ns: self.ts,
+            ns: ns(ns_id),
+            mounts,
+        });
+        self.out.extend(f.clone());
+        f
+    }
+}
+
+/// Real snapshots list mounts in id order with a hidden root below "/" (a parent that is not
+/// listed, or listed after its children); the model must still nest them right.
+fn real_host() -> Vec<MountInfo> {
+    vec![
+        mi(11, 16, "/proc", "/", "proc", "proc", (0, 21), None, None),
+        mi(
+            12,
+            16,
+            "/dev",
+            "/",
+            "devtmpfs",
+            "devtmpfs",
+            (0, 6),
+            None,
+            None,
+        ),
+        mi(
+            13,
+            12,
+            "/dev/shm",
+            "/",
+            "tmpfs",
+            "tmpfs",
+            (0, 23),
+            None,
+            None,
+        ),
+        mi(16, 5, "/", "/", "ext4", "/dev/vda", (254, 0), None, None),
+        mi(
+            20,
+            16,
+            "/var/lib/docker",
+            "/var/lib/docker",
+            "ext4",
+            "/dev/vda",
+            (254, 0),
+            Some(1),
+            None,
+        ),
+        mi(
+            21,
+            16,
+            "/data/vol",
+            "/",
+            "ext4",
+            "/dev/loop0",
+            (7, 0),
+            None,
+            None,
+        ),
+    ]
+}
+
+fn snapshot_of(mounts: Vec<MountInfo>) -> Engine {
+    let snap = Snapshot {
+        ts_ns: 1,
+        host_ns: ns(HOST),
+        namespaces: vec![NamespaceState {
+            ns: ns(HOST),
+            pids: vec![1],
+            mounts,
+        }],
+        processes: vec![],
+    };
+    let mut eng = Engine::new(EngineConfig::default());
+    eng.apply(&Record::Snapshot(snap));
+    eng
+}
+
+#[test]
+fn snapshot_in_id_order_nests_children_under_the_listed_root() {
+    let eng = snapshot_of(real_host());
+    let t = eng.mount_table(HOST);
+    assert_eq!(t[0].mountpoint, "/", "{t:#?}");
+    assert_eq!(t[0].fstype, "ext4", "{t:#?}");
+    let proc_ = t.iter().find(|m| m.mountpoint == "/proc").unwrap();
+    assert_eq!(proc_.parent_mountpoint.as_deref(), Some("/"), "{t:#?}");
+    let shm = t.iter().find(|m| m.mountpoint == "/dev/shm").unwrap();
+    assert_eq!(shm.parent_mountpoint.as_deref(), Some("/dev"), "{t:#?}");
+}
+
+/// S5: the fact read for a newly unshared namespace lists the copy with new kernel ids; it must
+/// adopt them, not drop the copies, so the host's later umount finds the leak.
+#[test]
+fn fact_for_an_unshared_namespace_keeps_the_copies() {
+    let mut s = S {
+        eng: snapshot_of(real_host()),
+        ts: 100,
+        out: vec![],
+    };
+    s.fork(1, "systemd", HOST, 500);
+    s.unshare(500, "unshare", HOST, 30);
+    let kernel: Vec<MountInfo> = real_host()
+        .into_iter()
+        .map(|mut m| {
+            m.mnt_id += 1000;
+            m.parent_id += 1000;
+            m.propagation = Propagation::default();
+            m
+        })
+        .collect();
+    s.fact(30, kernel);
+    s.mount(500, "unshare", 30, "none", "/", "", MS_REC | MS_PRIVATE);
+    let t = s.eng.mount_table(30);
+    assert!(
+        t.iter()
+            .any(|m| m.mountpoint == "/data/vol" && m.mount_id == Some(1021)),
+        "{t:#?}"
+    );
+    assert!(
+        t.iter().any(|m| m.mountpoint == "/var/lib/docker"),
+        "{t:#?}"
+    );
+    let f = s.umount(1, "systemd", HOST, "/data/vol", 0, 0);
+    let leak = f
+        .iter()
+        .find(|f| f.kind == FindingKind::Leak && f.into_mnt_ns_id == 30)
+        .unwrap_or_else(|| panic!("{f:#?}"));
+    assert_eq!(leak.leaked_by.as_ref().unwrap().syscall, "unshare");
+}
+
+/// posix_spawn's clone3(CLONE_VM|CLONE_VFORK) exit arrives after the child's own events: it
+/// must not move the child back into the parent's namespace.
+#[test]
+fn a_late_clone_exit_does_not_move_a_child_that_acted() {
+    let mut s = S::with_mounts(vec![mi(
+        4,
+        1,
+        "/var/lib/docker/overlay2/x/merged",
+        "/",
+        "overlay",
+        "overlay",
+        (0, 40),
+        Some(4),
+        None,
+    )]);
+    s.fork(1, "systemd", HOST, 600);
+    // The child's own events first (it runs before its parent returns from clone3).
+    s.ev(
+        601,
+        "svc",
+        HOST,
+        Action::Exec {
+            filename: KStr::new("/usr/bin/svc"),
+        },
+        None,
+        None,
+    );
+    s.unshare(601, "svc", HOST, 40);
+    s.mount(601, "svc", 40, "none", "/", "", MS_REC | MS_PRIVATE);
+    s.ev(
+        600,
+        "systemd",
+        HOST,
+        Action::Clone {
+            flags: CLONE_VM | 0x4000, // CLONE_VFORK
+            clone3: true,
+        },
+        Some(601),
+        None,
+    );
+    assert!(
+        s.eng.namespaces().contains(&40),
+        "the service namespace died"
+    );
+    let f = s.umount(
+        1,
+        "dockerd",
+        HOST,
+        "/var/lib/docker/overlay2/x/merged",
+        0,
+        0,
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.kind == FindingKind::Leak && f.into_mnt_ns_id == 40),
+        "{f:#?}"
+    );
+}
+
+/// runc binds onto /proc/self/fd/N; the kernel fact that follows shows the copies. They are
+/// linked to what they copy, named by that bind, and cut off by the rprivate that followed.
+#[test]
+fn unplaced_runc_bind_is_learnt_from_the_fact_with_its_lineage() {
+    let netns = || {
+        mi(
+            5,
+            2,
+            "/run/netns/cni-1",
+            "net:[4026532001]",
+            "nsfs",
+            "nsfs",
+            (0, 4),
+            Some(5),
+            None,
+        )
+    };
+    let mut s = S::with_mounts(vec![netns()]);
+    s.fork(1, "systemd", HOST, 700);
+    s.unshare(700, "runc:[1:CHILD]", HOST, 50);
+    s.mount(700, "runc:[2:INIT]", 50, "none", "/", "", MS_REC | MS_SLAVE);
+    s.mount(
+        700,
+        "runc:[2:INIT]",
+        50,
+        "/",
+        "/proc/self/fd/6",
+        "bind",
+        MS_BIND | MS_REC,
+    );
+    s.mount(
+        700,
+        "runc:[2:INIT]",
+        50,
+        "",
+        "/proc/self/fd/6",
+        "",
+        MS_REC | MS_PRIVATE,
+    );
+    let t = s.eng.mount_table(50);
+    assert!(
+        !t.iter().any(|m| m.mountpoint.starts_with("/proc/self")),
+        "{t:#?}"
+    );
+    // What the kernel shows: the copy tree, plus the rbind at /ctr/rootfs (private).
+    let mut kernel = vec![
+        mi(101, 0, "/", "/", "ext4", "/dev/sda1", (8, 1), None, Some(1)),
+        mi(
+            102,
+            101,
+            "/run",
+            "/",
+            "tmpfs",
+            "tmpfs",
+            (0, 25),
+            None,
+            Some(2),
+        ),
+        mi(
+            103,
+            101,
+            "/proc",
+            "/",
+            "proc",
+            "proc",
+            (0, 22),
+            None,
+            Some(3),
+        ),
+    ];
+    let mut n = netns();
+    n.mnt_id = 104;
+    n.parent_id = 102;
+    n.propagation = Propagation {
+        shared: None,
+        master: Some(5),
+        unbindable: false,
+    };
+    kernel.push(n);
+    kernel.push(mi(
+        110,
+        101,
+        "/ctr/rootfs",
+        "/",
+        "ext4",
+        "/dev/sda1",
+        (8, 1),
+        None,
+        None,
+    ));
+    kernel.push(mi(
+        111,
+        110,
+        "/ctr/rootfs/run",
+        "/",
+        "tmpfs",
+        "tmpfs",
+        (0, 25),
+        None,
+        None,
+    ));
+    let mut n = netns();
+    n.mnt_id = 112;
+    n.parent_id = 111;
+    n.mountpoint = KStr::new("/ctr/rootfs/run/netns/cni-1");
+    n.propagation = Propagation::default();
+    kernel.push(n);
+    s.fact(50, kernel);
+    s.ev(
+        700,
+        "runc:[2:INIT]",
+        50,
+        Action::Exec {
+            filename: KStr::new("/pause"),
+        },
+        None,
+        None,
+    );
+    let t = s.eng.mount_table(50);
+    assert!(
+        t.iter()
+            .any(|m| m.mountpoint == "/ctr/rootfs/run/netns/cni-1" && m.mount_id == Some(112)),
+        "{t:#?}"
+    );
+    let f = s.umount(1, "ip", HOST, "/run/netns/cni-1", MNT_DETACH, 0);
+    let leak = f
+        .iter()
+        .find(|f| {
+            f.kind == FindingKind::Leak && f.mount.path_in_ns == "/ctr/rootfs/run/netns/cni-1"
+        })
+        .unwrap_or_else(|| panic!("{f:#?}"));
+    let by = leak.leaked_by.as_ref().unwrap();
+    assert_eq!(by.syscall, "mount", "{leak:#?}");
+    assert!(by.detail.contains("MS_BIND|MS_REC"), "{leak:#?}");
+    assert!(
+        leak.cut_off_by
+            .as_ref()
+            .is_some_and(|c| c.detail.contains("MS_REC|MS_PRIVATE")),
+        "{leak:#?}"
+    );
+}
+
+/// The host's own /dev/shm copied into a service namespace is not a container mount.
+#[test]
+fn host_dev_shm_is_not_container_looking() {
+    let mut s = S::with_mounts(vec![mi(
+        6,
+        1,
+        "/dev/shm",
+        "/",
+        "tmpfs",
+        "tmpfs",
+        (0, 30),
+        None,
+        None,
+    )]);
+    s.fork(1, "systemd", HOST, 800);
+    let f = s.unshare(800, "svc", HOST, 60);
+    assert!(!f.iter().any(|f| f.mount.path == "/dev/shm"), "{f:#?}");
+}
+
+/// S1: dockerd (live-restore) restarted into a new namespace; its rmdir of the rootfs dir
+/// detaches the mount stranded in its old namespace (kept by the shims), and its umount fails.
+#[test]
+fn daemon_restarted_into_a_new_namespace_strands_its_mount() {
+    let merged = "/var/lib/docker/overlay2/x/merged";
+    let host_mounts = vec![
+        mi(1, 0, "/", "/", "ext4", "/dev/sda1", (8, 1), Some(1), None),
+        mi(2, 1, "/proc", "/", "proc", "proc", (0, 22), Some(3), None),
+    ];
+    let old_mounts = vec![
+        mi(11, 0, "/", "/", "ext4", "/dev/sda1", (8, 1), None, Some(1)),
+        mi(12, 11, "/proc", "/", "proc", "proc", (0, 22), None, Some(3)),
+        mi(
+            13,
+            11,
+            merged,
+            "/",
+            "overlay",
+            "overlay",
+            (0, 40),
+            None,
+            None,
+        ),
+    ];
+    let snap = Snapshot {
+        ts_ns: 1,
+        host_ns: ns(HOST),
+        namespaces: vec![
+            NamespaceState {
+                ns: ns(HOST),
+                pids: vec![1],
+                mounts: host_mounts,
+            },
+            NamespaceState {
+                ns: ns(70),
+                pids: vec![900, 901],
+                mounts: old_mounts,
+            },
+        ],
+        processes: vec![
+            ProcessState {
+                pid: 900,
+                ppid: 1,
+                comm: KStr::new("dockerd"),
+                mnt_ns: ns(70),
+                cgroup: KStr::new("/"),
+            },
+            ProcessState {
+                pid: 901,
+                ppid: 1,
+                comm: KStr::new("containerd-shim"),
+                mnt_ns: ns(70),
+                cgroup: KStr::new("/"),
+            },
+        ],
+    };
+    let mut eng = Engine::new(EngineConfig::default());
+    eng.apply(&Record::Snapshot(snap));
+    let mut s = S {
+        eng,
+        ts: 100,
+        out: vec![],
+    };
+    s.ev(900, "dockerd", 70, Action::Exit, None, None);
+    s.fork(1, "systemd", HOST, 950);
+    s.unshare(950, "unshare", HOST, 71);
+    s.ev(
+        950,
+        "dockerd",
+        71,
+        Action::Exec {
+            filename: KStr::new("/usr/sbin/dockerd"),
+        },
+        None,
+        None,
+    );
+    let f = s.unlink(950, "dockerd", 71, merged, true, 0);
+    let leak = f
+        .iter()
+        .find(|f| f.kind == FindingKind::Leak && f.into_mnt_ns_id == 70)
+        .unwrap_or_else(|| panic!("{f:#?}"));
+    assert_eq!(leak.reason_code, "stranded", "{leak:#?}");
+    assert_eq!(leak.from_mnt_ns_id, 71, "{leak:#?}");
+    assert_eq!(leak.leaked_by.as_ref().unwrap().pid, 950, "{leak:#?}");
+    assert!(leak.resolved.is_some(), "{leak:#?}");
+    assert!(
+        leak.holders.iter().any(|h| h.comm == "containerd-shim"),
+        "{leak:#?}"
+    );
+    let f = s.umount(950, "dockerd", 71, merged, MNT_DETACH, -2);
+    let again = f
+        .iter()
+        .find(|x| x.id == leak.id)
+        .unwrap_or_else(|| panic!("{f:#?}"));
+    assert!(
+        again
+            .symptoms
+            .iter()
+            .any(|s| s.pid == 950 && s.errno == "ENOENT"),
+        "{again:#?}"
+    );
+}
+
+/// A netns file copied into B and bound again inside B (a pin): the unlink detaches the copy,
+/// but B still holds the namespace at the pin, so the leak stays open and names it.
+#[test]
+fn a_pinned_netns_copy_stays_a_leak_at_its_pin() {
+    let mut s = S::with_mounts(vec![mi(
+        5,
+        2,
+        "/run/netns/cni-1",
+        "net:[4026532001]",
+        "nsfs",
+        "nsfs",
+        (0, 4),
+        None,
+        None,
+    )]);
+    s.fork(1, "systemd", HOST, 810);
+    s.unshare(810, "agent", HOST, 80);
+    s.mount(810, "agent", 80, "none", "/", "", MS_REC | MS_PRIVATE);
+    s.mount(810, "agent", 80, "/run/netns/cni-1", "/pin", "", MS_BIND);
+    let f = s.umount(1, "ip", HOST, "/run/netns/cni-1", MNT_DETACH, 0);
+    let leak = f
+        .iter()
+        .find(|f| f.kind == FindingKind::Leak && f.into_mnt_ns_id == 80)
+        .unwrap_or_else(|| panic!("{f:#?}"))
+        .clone();
+    let f = s.unlink(1, "ip", HOST, "/run/netns/cni-1", false, 0);
+    let now = f
+        .iter()
+        .rfind(|x| x.id == leak.id)
+        .unwrap_or_else(|| panic!("{f:#?}"));
+    assert!(now.resolved.is_none(), "{now:#?}");
+    assert_eq!(now.mount.path_in_ns, "/pin", "{now:#?}");
 }

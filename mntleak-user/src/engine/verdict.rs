@@ -79,6 +79,21 @@ impl Engine {
             })
     }
 
+    /// A copy a container runtime's init made by creating its namespace: runc pivots away
+    /// from it and detaches the old root, so it is transient setup, never a foreign copy.
+    fn runtime_setup_copy(&self, k: MKey) -> bool {
+        let m = self.m(k);
+        let Some(n) = self.ns.get(&m.ns) else {
+            return false;
+        };
+        n.runtime
+            && match &m.copy_ev {
+                // Already there when the capture began, while the runtime was setting up.
+                None => n.runtime_setup,
+                Some(e) => matches!(e.syscall, "unshare" | "clone" | "clone3" | "fork"),
+            }
+    }
+
     fn holders(&self, ns: u64) -> Vec<Holder> {
         let mut v: Vec<Holder> = self
             .ns
@@ -291,7 +306,10 @@ impl Engine {
             let mut survivors: Vec<MKey> = f.members.iter().copied().collect();
             survivors.sort_unstable();
             for c in survivors {
-                if self.leak_by_mount.contains_key(&c) || self.own_container_ns(self.m(c).ns, fam) {
+                if self.leak_by_mount.contains_key(&c)
+                    || self.own_container_ns(self.m(c).ns, fam)
+                    || self.runtime_setup_copy(c)
+                {
                     continue;
                 }
                 if let Some(fd) = self.build(FindingKind::Leak, c, Some((shared, master)), Some(ev))
@@ -314,6 +332,35 @@ impl Engine {
         let Some(mut f) = self.leaks.remove(&id) else {
             return;
         };
+        if !matches!(cause, Cause::NsDeath(_)) && m.fstype == "nsfs" {
+            // Another mount of the same namespace shows the same namespace file (a bind of the
+            // copy, e.g. a netns pinned at /pin): it is still held there.
+            let heir = self
+                .ns
+                .get(&m.ns)
+                .into_iter()
+                .flat_map(|n| n.by_path.values().flatten().copied())
+                .find(|&x| {
+                    x != k && self.alive(x) && !self.leak_by_mount.contains_key(&x) && {
+                        let xm = self.m(x);
+                        xm.fs == m.fs && xm.root == m.root
+                    }
+                });
+            if let Some(x) = heir {
+                let xm = self.m(x);
+                f.reason = format!(
+                    "{}; the copy at {} is gone but {} in the same namespace still holds the same filesystem",
+                    f.reason, m.mountpoint, xm.mountpoint
+                );
+                f.mount.path_in_ns = xm.mountpoint.clone();
+                f.mount.mount_id = xm.kernel_id;
+                f.remediation = self.remediation(&f);
+                self.leak_by_mount.insert(x, id);
+                self.out.push(f.clone());
+                self.leaks.insert(id, f);
+                return;
+            }
+        }
         let (how, ev) = match cause {
             Cause::Umount(e) if e.ns == m.ns => ("unmounted inside the foreign namespace".to_string(), Some(e)),
             Cause::Umount(e) => ("reached by a later umount's propagation".to_string(), Some(e)),
@@ -355,7 +402,10 @@ impl Engine {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
             };
-            if m.ns == f.origin_ns || !f.container_looking || self.own_container_ns(m.ns, m.family)
+            if m.ns == f.origin_ns
+                || !f.container_looking
+                || self.own_container_ns(m.ns, m.family)
+                || self.runtime_setup_copy(c)
             {
                 continue;
             }
@@ -433,6 +483,31 @@ impl Engine {
                 changed.push(f.clone());
             }
         }
+        // A stranded mount already detached (by an unlink) still explains the creator's
+        // failed umount that follows.
+        if matches!(e.action, Action::Umount { .. }) {
+            for f in self.resolved.iter_mut().rev().take(64) {
+                if f.reason_code == "stranded"
+                    && (f.mount.path == full || f.mount.path_in_ns == full)
+                    && f.symptoms.len() < MAX_SYMPTOMS
+                    && !f.symptoms.contains(&s)
+                {
+                    f.symptoms.push(s.clone());
+                    if f.umount.is_none() {
+                        f.umount = Some(EventRef {
+                            pid: s.pid,
+                            comm: s.comm.clone(),
+                            syscall: s.syscall.clone(),
+                            time: s.time,
+                            mnt_ns_id: ns,
+                            detail: format!("umount2({}) = {} {}", full, s.ret, s.errno),
+                            propagation: None,
+                        });
+                    }
+                    changed.push(f.clone());
+                }
+            }
+        }
         self.out.extend(changed);
         if matches!(e.action, Action::Umount { .. }) && (errno == "EINVAL" || errno == "ENOENT") {
             self.stranded(e, ns, &full, s);
@@ -458,11 +533,16 @@ impl Engine {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
             };
-            if f.origin_ns != aid || !self.family_relevant(f) {
+            if !self.family_relevant(f) {
                 continue;
             }
-            let Some(o) = &f.origin else { continue };
-            if (o.pid == e.task.pid || o.comm == comm) && !self.leak_by_mount.contains_key(&k) {
+            // The creator: the mount's origin, or (made before the capture) a process of the
+            // same name that acted in that namespace.
+            let creator = match &f.origin {
+                Some(o) => f.origin_ns == aid && (o.pid == e.task.pid || o.comm == comm),
+                None => a.comms.contains(comm),
+            };
+            if creator && !self.leak_by_mount.contains_key(&k) {
                 hits.push((aid, k));
             }
         }
@@ -473,18 +553,35 @@ impl Engine {
             .and_then(|p| p.ns_change.clone())
             .or_else(|| self.ns.get(&ns).and_then(|n| n.created_by.clone()));
         for (aid, k) in hits {
-            let Some(mut f) = self.build(FindingKind::Leak, k, None, None) else {
-                continue;
-            };
-            f.reason_code = "stranded".into();
-            f.reason = format!(
-                "the mount's creator ({}) now runs in mnt ns {} and cannot reach mnt ns {}, which other processes keep alive",
-                comm, ns, aid
-            );
-            f.from_mnt_ns_id = ns;
-            f.into_mnt_ns_id = aid;
-            f.leaked_by = leaving.as_ref().map(|e| evref(e, None));
-            f.cut_off_by = None;
+            self.raise_stranded(k, aid, ns, comm, leaving.as_ref(), Some(&sym), path);
+        }
+    }
+
+    /// A stranded leak on mount `k` of namespace `aid`: its creator `comm` now runs in `ns`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn raise_stranded(
+        &mut self,
+        k: MKey,
+        aid: u64,
+        ns: u64,
+        comm: &str,
+        leaving: Option<&Ev>,
+        sym: Option<&Symptom>,
+        path: &str,
+    ) {
+        let Some(mut f) = self.build(FindingKind::Leak, k, None, None) else {
+            return;
+        };
+        f.reason_code = "stranded".into();
+        f.reason = format!(
+            "the mount's creator ({}) now runs in mnt ns {} and cannot reach mnt ns {}, which other processes keep alive",
+            comm, ns, aid
+        );
+        f.from_mnt_ns_id = ns;
+        f.into_mnt_ns_id = aid;
+        f.leaked_by = leaving.map(|e| evref(e, None));
+        f.cut_off_by = None;
+        if let Some(sym) = sym {
             f.umount = Some(EventRef {
                 pid: sym.pid,
                 comm: sym.comm.clone(),
@@ -494,14 +591,49 @@ impl Engine {
                 detail: format!("umount2({}) = {} {}", path, sym.ret, sym.errno),
                 propagation: None,
             });
-            if !f.symptoms.contains(&sym) {
+            if !f.symptoms.contains(sym) {
                 f.symptoms.push(sym.clone());
             }
-            f.remediation = self.remediation(&f);
-            self.at_risk.remove(&k);
-            self.leak_by_mount.insert(k, f.id);
-            self.out.push(f.clone());
-            self.leaks.insert(f.id, f);
+        }
+        f.remediation = self.remediation(&f);
+        self.at_risk.remove(&k);
+        self.leak_by_mount.insert(k, f.id);
+        self.out.push(f.clone());
+        self.leaks.insert(f.id, f);
+    }
+
+    /// An unlink by a process that left namespace B detaches B's mounts its name made there:
+    /// they were stranded until now (the leak is reported, resolved by this unlink).
+    pub(super) fn stranded_by_unlink(&mut self, e: &Event, ns: u64, victims: &[MKey], path: &str) {
+        let comm = e.task.comm.as_str();
+        let leaving: Option<Ev> = self
+            .procs
+            .get(&e.task.pid)
+            .and_then(|p| p.ns_change.clone())
+            .or_else(|| self.ns.get(&ns).and_then(|n| n.created_by.clone()));
+        if leaving.is_none() {
+            return; // the unlinker never changed namespace: nothing was stranded by a move
+        }
+        for &k in victims {
+            if !self.alive(k) || self.leak_by_mount.contains_key(&k) {
+                continue;
+            }
+            let m = self.m(k);
+            let aid = m.ns;
+            let Some(Some(f)) = self.families.get(m.family as usize) else {
+                continue;
+            };
+            if !f.container_looking || m.mountpoint != path {
+                continue;
+            }
+            let creator = match &f.origin {
+                Some(o) => f.origin_ns == aid && (o.pid == e.task.pid || o.comm == comm),
+                None => self.ns.get(&aid).is_some_and(|a| a.comms.contains(comm)),
+            };
+            let alive_others = self.ns.get(&aid).is_some_and(|a| !a.members.is_empty());
+            if creator && alive_others {
+                self.raise_stranded(k, aid, ns, comm, leaving.as_ref(), None, path);
+            }
         }
     }
 }
