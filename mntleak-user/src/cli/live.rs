@@ -28,6 +28,10 @@ const REMOVAL_GRACE: Duration = Duration::from_millis(1500);
 
 /// How often the runtimes are asked for new containers (and whether focused ones are gone).
 const RUNTIME_POLL: Duration = Duration::from_secs(1);
+/// While containers are being set up (a pivot_root was just seen), ask this often, so that a
+/// short-lived container is recorded before it is gone.
+const RUNTIME_POLL_BUSY: Duration = Duration::from_millis(200);
+const BUSY_FOR: Duration = Duration::from_secs(3);
 
 struct RingFd(RawFd);
 impl AsRawFd for RingFd {
@@ -129,6 +133,7 @@ async fn trace(
         writer: writer.take(),
         watcher: NamespaceWatcher::new(&snapshot),
         write_error: None,
+        container_setup_at: None,
     };
     sink.feed(Record::Snapshot(snapshot))?;
     for c in known {
@@ -182,7 +187,8 @@ async fn trace(
                     sink.flush()?;
                     last_flush = Instant::now();
                 }
-                if last_runtime_check.elapsed() >= RUNTIME_POLL {
+                let busy = sink.container_setup_at.is_some_and(|t| t.elapsed() < BUSY_FOR);
+                if last_runtime_check.elapsed() >= if busy { RUNTIME_POLL_BUSY } else { RUNTIME_POLL } {
                     last_runtime_check = Instant::now();
                     if let Ok(all) = crate::container::list_containers(&args.runtime) {
                         for c in unrecorded(&all, &mut recorded) {
@@ -240,10 +246,17 @@ struct Sink<W: std::io::Write> {
     watcher: NamespaceWatcher,
     /// A capture write failure ends capturing but not the run: the verdict still prints.
     write_error: Option<anyhow::Error>,
+    /// When a container init last pivoted into its rootfs.
+    container_setup_at: Option<Instant>,
 }
 
 impl<W: std::io::Write> Sink<W> {
     fn feed(&mut self, rec: Record) -> anyhow::Result<()> {
+        if let Record::Event(ev) = &rec
+            && matches!(ev.action, crate::model::Action::PivotRoot { .. })
+        {
+            self.container_setup_at = Some(Instant::now());
+        }
         let fact = match &rec {
             Record::Event(ev) if needs_kernel_view(ev) => {
                 self.watcher.refresh(ev.task.mnt_ns, monotonic_ns())

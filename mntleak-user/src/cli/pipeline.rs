@@ -113,6 +113,9 @@ impl<W: Write> Pipeline<W> {
     pub fn finish(&mut self) -> io::Result<PipelineOutcome> {
         let findings = self.engine.finish();
         let mut outcome = PipelineOutcome::default();
+        if !self.json && !findings.is_empty() {
+            writeln!(self.out, "== verdicts at the end of the trace")?;
+        }
         for f in &findings {
             if f.is_leak() {
                 outcome.leaks += 1;
@@ -122,6 +125,13 @@ impl<W: Write> Pipeline<W> {
             self.print_finding(f)?;
         }
         self.leaks = outcome.leaks;
+        if !self.json {
+            writeln!(
+                self.out,
+                "verdict: {} leak(s), {} mount(s) at risk",
+                outcome.leaks, outcome.at_risk
+            )?;
+        }
         if self.json {
             writeln!(self.out, "{}", self.summary.render_json())?;
         } else {
