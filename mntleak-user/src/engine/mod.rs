@@ -182,6 +182,8 @@ impl Engine {
                 }
             }
             Record::Container(c) => {
+                // Rotated captures and runtime polls may repeat a container: keep one record.
+                self.containers.retain(|k| k.id != c.id);
                 self.containers.push(c.clone());
                 self.end_runtime_setup(c.mnt_ns.id);
             }

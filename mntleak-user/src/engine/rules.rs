@@ -479,6 +479,9 @@ impl Engine {
             }
         }
         self.ns.remove(&id);
+        // A gone container's own namespace no longer needs recognising: keeps the list (scanned
+        // per mount) the size of the live node, not of its history.
+        self.containers.retain(|c| c.mnt_ns.id != id);
     }
 
     /// Copies namespace `src` into the new namespace `dst` (unshare/clone with CLONE_NEWNS).
