@@ -1,5 +1,6 @@
 //! The kernel's rules, one handler per record kind and per action.
 
+use crate::report::names::{clone_flags, mount_flags, umount_flags};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,51 +14,6 @@ use crate::uapi::*;
 
 /// A family id meaning "a new filesystem: create its family when it is attached".
 pub(super) const NEW_FAMILY: u32 = u32::MAX;
-
-fn clone_flag_names(flags: u64) -> String {
-    let names = [
-        (CLONE_NEWNS, "CLONE_NEWNS"),
-        (CLONE_NEWUSER, "CLONE_NEWUSER"),
-        (CLONE_NEWPID, "CLONE_NEWPID"),
-        (CLONE_NEWNET, "CLONE_NEWNET"),
-        (CLONE_NEWUTS, "CLONE_NEWUTS"),
-        (CLONE_NEWIPC, "CLONE_NEWIPC"),
-        (CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
-    ];
-    let v: Vec<&str> = names
-        .iter()
-        .filter(|(f, _)| flags & f != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if v.is_empty() {
-        "0".to_string()
-    } else {
-        v.join("|")
-    }
-}
-
-fn flag_names(flags: u64) -> String {
-    let names = [
-        (MS_BIND, "MS_BIND"),
-        (MS_MOVE, "MS_MOVE"),
-        (MS_REC, "MS_REC"),
-        (MS_REMOUNT, "MS_REMOUNT"),
-        (MS_SHARED, "MS_SHARED"),
-        (MS_SLAVE, "MS_SLAVE"),
-        (MS_PRIVATE, "MS_PRIVATE"),
-        (MS_UNBINDABLE, "MS_UNBINDABLE"),
-    ];
-    let v: Vec<&str> = names
-        .iter()
-        .filter(|(f, _)| flags & f != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if v.is_empty() {
-        "0".to_string()
-    } else {
-        v.join("|")
-    }
-}
 
 impl Engine {
     fn ensure_ns(&mut self, ns: MntNs) -> &mut Ns {
@@ -664,7 +620,7 @@ impl Engine {
                         "mount({}, {}, {})",
                         source.as_str(),
                         target,
-                        flag_names(flags)
+                        mount_flags(flags)
                     ),
                 );
                 if flags & MS_BIND != 0
@@ -742,7 +698,7 @@ impl Engine {
                 if new.id == 0 || new.id == ns {
                     return;
                 }
-                let ev = self.evinfo(e, ns, format!("unshare({})", clone_flag_names(*flags)));
+                let ev = self.evinfo(e, ns, format!("unshare({})", clone_flags(*flags)));
                 self.copy_ns(ns, new, flags & CLONE_NEWUSER != 0, &ev);
                 self.move_member(pid, ns, new.id);
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -770,7 +726,7 @@ impl Engine {
                 } else {
                     None
                 };
-                let detail = format!("{}({})", e.action.name(), clone_flag_names(*flags));
+                let detail = format!("{}({})", e.action.name(), clone_flags(*flags));
                 self.new_child(
                     e,
                     ns,
@@ -896,7 +852,7 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!("mount_setattr({}, {})", full, flag_names(*propagation)),
+                    format!("mount_setattr({}, {})", full, mount_flags(*propagation)),
                 );
                 if let Some(k) = self.mount_at(ns, &full).or_else(|| self.lookup(ns, &full)) {
                     self.change_propagation(k, *propagation, flags & AT_RECURSIVE != 0, &ev);
@@ -1341,23 +1297,5 @@ fn action_has_relative_path(a: &Action) -> bool {
         } => rel(from_path) || rel(to_path),
         Action::PivotRoot { new_root, put_old } => rel(new_root) || rel(put_old),
         _ => false,
-    }
-}
-
-fn umount_flags(f: u64) -> String {
-    let mut v = Vec::new();
-    if f & MNT_FORCE != 0 {
-        v.push("MNT_FORCE");
-    }
-    if f & MNT_DETACH != 0 {
-        v.push("MNT_DETACH");
-    }
-    if f & MNT_EXPIRE != 0 {
-        v.push("MNT_EXPIRE");
-    }
-    if v.is_empty() {
-        "0".to_string()
-    } else {
-        v.join("|")
     }
 }
