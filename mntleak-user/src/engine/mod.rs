@@ -72,6 +72,8 @@ pub struct Engine {
     cfg: EngineConfig,
     containers: Vec<ContainerInfo>,
     host_ns: u64,
+    /// Kernel time of the latest event applied: the stream's clock (the engine reads none).
+    now: u64,
     // model
     mounts: Vec<Option<Mount>>,
     free: Vec<MKey>,
@@ -120,6 +122,7 @@ impl Engine {
             cfg: config,
             containers: Vec::new(),
             host_ns: 0,
+            now: 0,
             mounts: Vec::new(),
             free: Vec::new(),
             live_mounts: 0,
@@ -159,6 +162,7 @@ impl Engine {
             Record::Snapshot(s) => self.apply_snapshot(s),
             Record::Event(e) => {
                 self.stats.events += 1;
+                self.now = self.now.max(e.task.ts_ns);
                 while self
                     .pending_facts
                     .front()

@@ -879,10 +879,12 @@ impl Engine {
 
     /// The runtime's setup of namespace `ns` ended: judge the copies it deferred.
     pub(super) fn end_runtime_setup(&mut self, ns: u64) {
+        let now = self.now;
         if let Some(n) = self.ns.get_mut(&ns)
             && n.runtime_setup
         {
             n.runtime_setup = false;
+            n.setup_ended_ts = Some(now);
             let d = std::mem::take(&mut n.deferred);
             self.dirty.extend(d);
         }

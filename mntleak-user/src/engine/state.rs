@@ -93,6 +93,9 @@ pub(super) struct Ns {
     pub runtime_setup: bool,
     /// Made by a container runtime's init: a container's own namespace.
     pub runtime: bool,
+    /// When the runtime's init exec'd the container's process (kernel ns): copies that reached
+    /// the namespace before then are setup transients, detached with runc's old root.
+    pub setup_ended_ts: Option<u64>,
     /// Mounts whose at-risk check waits for the runtime setup to end.
     pub deferred: Vec<MKey>,
     /// Command names seen acting in this namespace (bounded): who may have made its mounts

@@ -90,7 +90,15 @@ impl Engine {
             && match &m.copy_ev {
                 // Already there when the capture began, while the runtime was setting up.
                 None => n.runtime_setup,
-                Some(e) => matches!(e.syscall, "unshare" | "clone" | "clone3" | "fork"),
+                Some(e) => {
+                    matches!(e.syscall, "unshare" | "clone" | "clone3" | "fork")
+                        // Propagated in from another namespace while runc was still setting
+                        // up: the old root it detaches takes it along, even when that detach
+                        // was not seen. (runc's own binds into the rootfs are not transient.)
+                        || (e.ns != m.ns
+                            && (n.runtime_setup
+                                || n.setup_ended_ts.is_some_and(|end| e.ts <= end)))
+                }
             }
     }
 
