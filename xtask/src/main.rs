@@ -176,15 +176,20 @@ fn lint() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().current_dir(root().join("mntleak-ebpf")).args([
-        "+nightly",
-        "clippy",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    // The eBPF crate needs nightly (build-std); `rustup run` because the cargo running xtask is
+    // a toolchain's own binary, which does not understand `+nightly`.
+    run(Command::new("rustup")
+        .current_dir(root().join("mntleak-ebpf"))
+        .env_remove("RUSTC")
+        .env_remove("CARGO")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .args(["-Z", "build-std=core", "--", "-D", "warnings"]))
 }
