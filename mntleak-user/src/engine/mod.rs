@@ -11,7 +11,12 @@ mod verdict;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+/// The engine's maps: keyed by ids and paths, hashed once per event, so a fast non-DoS-resistant
+/// hash (the inputs are the kernel's own ids and paths of the machine being traced).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, rustc_hash::FxBuildHasher>;
 
 use serde::Serialize;
 
@@ -126,28 +131,28 @@ impl Engine {
             mounts: Vec::new(),
             free: Vec::new(),
             live_mounts: 0,
-            ns: HashMap::new(),
-            procs: HashMap::new(),
-            peers: HashMap::new(),
-            slaves: HashMap::new(),
+            ns: HashMap::default(),
+            procs: HashMap::default(),
+            peers: HashMap::default(),
+            slaves: HashMap::default(),
             next_group: 0,
             next_fs: 0,
-            dev_fs: HashMap::new(),
-            dev_by_source: HashMap::new(),
-            kgroups: HashMap::new(),
+            dev_fs: HashMap::default(),
+            dev_by_source: HashMap::default(),
+            kgroups: HashMap::default(),
             families: Vec::new(),
             fam_free: Vec::new(),
-            mp_index: HashMap::new(),
-            mp_base: HashMap::new(),
-            nsfs_pins: HashMap::new(),
+            mp_index: HashMap::default(),
+            mp_base: HashMap::default(),
+            nsfs_pins: HashMap::default(),
             dirty: Vec::new(),
             touched_families: Vec::new(),
             unpinned: Vec::new(),
             out: Vec::new(),
             next_finding: 0,
-            leaks: HashMap::new(),
-            leak_by_mount: HashMap::new(),
-            at_risk: HashMap::new(),
+            leaks: HashMap::default(),
+            leak_by_mount: HashMap::default(),
+            at_risk: HashMap::default(),
             resolved: VecDeque::new(),
             recent_symptoms: VecDeque::new(),
             pending_facts: VecDeque::new(),

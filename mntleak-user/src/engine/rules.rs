@@ -1,7 +1,7 @@
 //! The kernel's rules, one handler per record kind and per action.
 
+use super::HashMap;
 use crate::report::names::{clone_flags, mount_flags, umount_flags};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Engine;
@@ -54,7 +54,7 @@ impl Engine {
         fam_by_obj: &mut HashMap<(u64, String), u32>,
         fact: Option<&FactCtx>,
     ) -> Vec<MKey> {
-        let mut by_id: HashMap<u64, MKey> = HashMap::new();
+        let mut by_id: HashMap<u64, MKey> = HashMap::default();
         let mut added = Vec::with_capacity(mounts.len());
         for i in kernel_order(mounts) {
             let mi = &mounts[i];
@@ -178,7 +178,7 @@ impl Engine {
     /// (filesystem, root) -> family of every live mount, preferring families that originate in
     /// the host, so a fact's mounts are linked to what they copy.
     fn family_index(&self) -> HashMap<(u64, String), u32> {
-        let mut idx: HashMap<(u64, String), u32> = HashMap::new();
+        let mut idx: HashMap<(u64, String), u32> = HashMap::default();
         for m in self.mounts.iter().flatten() {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
@@ -205,7 +205,7 @@ impl Engine {
         let mut order: Vec<&crate::model::NamespaceState> = s.namespaces.iter().collect();
         // The host first, so families found in several namespaces originate there.
         order.sort_by_key(|n| n.ns.id != s.host_ns.id);
-        let mut fam_by_obj = HashMap::new();
+        let mut fam_by_obj = HashMap::default();
         for n in order {
             if self.ns.get(&n.ns.id).is_some_and(|x| x.mounts > 0) {
                 continue;
@@ -267,7 +267,7 @@ impl Engine {
             self.mark_cut(&added, prop_ev.as_ref());
             return;
         }
-        let mut matched: HashMap<MKey, usize> = HashMap::new();
+        let mut matched: HashMap<MKey, usize> = HashMap::default();
         let mut missing = Vec::new();
         for (i, mi) in mounts.iter().enumerate() {
             match self.fact_match(ns.id, mi, &matched) {
@@ -1236,7 +1236,7 @@ fn kernel_order(mounts: &[MountInfo]) -> Vec<usize> {
         .enumerate()
         .map(|(i, m)| (m.mnt_id, i))
         .collect();
-    let mut kids: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut kids: HashMap<usize, Vec<usize>> = HashMap::default();
     let mut roots = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
         match ids.get(&m.parent_id) {

@@ -2,7 +2,7 @@
 //! that the kernel's propagation rules are built from (clone, attach with propagation, umount
 //! with propagation, propagation-type changes).
 
-use std::collections::{HashMap, HashSet};
+use super::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::Engine;
@@ -206,7 +206,7 @@ impl Engine {
             path: path.to_string(),
             source: source.to_string(),
             fstype: fstype.to_string(),
-            members: HashSet::new(),
+            members: HashSet::default(),
             container_looking,
         };
         if let Some(i) = self.fam_free.pop() {
@@ -674,7 +674,7 @@ impl Engine {
                 ev,
             );
         }
-        let mut visited = HashSet::new();
+        let mut visited = HashSet::default();
         visited.insert(g);
         self.walk_slaves(
             g,
@@ -823,7 +823,7 @@ impl Engine {
             return out;
         };
         let mut groups = vec![g];
-        let mut seen: HashSet<u32> = HashSet::new();
+        let mut seen: HashSet<u32> = HashSet::default();
         seen.insert(g);
         while let Some(h) = groups.pop() {
             if let Some(v) = self.peers.get(&h) {

@@ -2,11 +2,11 @@
 //! Rule and verdict tests on hand-built record streams. The real-kernel oracle lives in
 //! tests/tests/oracle.rs; these pin the intended semantics of each rule and verdict.
 
+use super::HashMap;
 use super::*;
 use crate::model::*;
 use crate::report::finding::FindingKind;
 use crate::uapi::*;
-use std::collections::HashMap;
 
 const HOST: u64 = 1;
 
@@ -877,7 +877,7 @@ fn debug_replay() {
         .collect();
     let rd = crate::capture::CaptureReader::open(&[std::path::PathBuf::from(p)]).unwrap();
     let mut eng = Engine::new(EngineConfig::default());
-    let mut last: HashMap<u64, usize> = HashMap::new();
+    let mut last: HashMap<u64, usize> = HashMap::default();
     for (i, r) in rd.enumerate() {
         let r = r.unwrap();
         let desc = match &r {

@@ -1,7 +1,7 @@
 //! Verdicts: a copy that survives the owner's umount is a leak; a copy the owner's umount would
 //! not reach is at risk; a mount whose creator left its namespace is stranded.
 
-use std::collections::{HashMap, HashSet};
+use super::{HashMap, HashSet};
 
 use super::state::{Cause, Ev, MKey, Mount};
 use super::{Engine, MAX_RESOLVED, errno_name};
@@ -300,7 +300,7 @@ impl Engine {
         ev: &Ev,
         _path: &str,
     ) {
-        let mut done: HashSet<u32> = HashSet::new();
+        let mut done: HashSet<u32> = HashSet::default();
         for &(fam, ns, shared, master) in removed {
             let Some(Some(f)) = self.families.get(fam as usize) else {
                 continue;
@@ -401,7 +401,7 @@ impl Engine {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
-        let mut reach: HashMap<MKey, HashSet<MKey>> = HashMap::new();
+        let mut reach: HashMap<MKey, HashSet<MKey>> = HashMap::default();
         for c in dirty {
             if !self.alive(c) || self.leak_by_mount.contains_key(&c) {
                 continue;
