@@ -126,11 +126,57 @@ pub struct NsInfo {
     pub net_ns_inum: u32,
 }
 
+/// Programs the syscall programs tail-call to resolve paths, by their index in the `RESOLVERS`
+/// program array: not attached anywhere, installed there by the loader.
+pub const RESOLVER_PROGRAMS: [&str; 2] = ["resolve_paths", "resolve_paths_exit"];
+/// Index in `RESOLVERS` of the resolver run at syscall entry.
+pub const RESOLVE_AT_ENTER: u32 = 0;
+/// Index of the resolver run at exit for paths that could only be read then; it sends the event.
+pub const RESOLVE_AT_EXIT: u32 = 1;
+
+/// Values of [`PathRes::status`].
+pub mod res {
+    /// Not a path the kernel side resolves (absolute, not `/proc/self/fd/N`), or not attempted.
+    pub const NONE: u16 = 0;
+    /// `path` holds the absolute path, as seen from the caller's root.
+    pub const OK: u16 = 1;
+    /// Longer than `PATH_MAX_CAPTURED` or more components than the walk takes.
+    pub const TOO_LONG: u16 = 2;
+    /// Outside the caller's root: another namespace's mount, a detached tree, a chroot escape.
+    pub const UNREACHABLE: u16 = 3;
+    /// The fd is not open.
+    pub const BAD_FD: u16 = 4;
+    /// A kernel read failed, or the BTF offsets it needs are unknown.
+    pub const FAILED: u16 = 5;
+}
+
+/// A path argument resolved in the kernel at syscall entry: `/proc/self/fd/N` (or
+/// `/proc/thread-self/fd/N`) through the fd table, a relative path through its dirfd or the cwd,
+/// an empty path with `*_EMPTY_PATH` through its dirfd. runc mounts onto O_PATH fds and detaches
+/// its old root with `umount2(".")`; by the time userspace could look, the fd or cwd is gone.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathRes {
+    /// `mount.mnt_id_unique` of the mount the fd or directory is on (what statx's
+    /// STATX_MNT_ID_UNIQUE and statmount report); 0 when unknown.
+    pub mnt_id: u64,
+    /// One of [`res`].
+    pub status: u16,
+    /// Bytes of `path` (with status OK).
+    pub len: u16,
+    /// Bytes at the start of the argument that `path` stands for (the `/proc/self/fd/N` prefix);
+    /// the rest of the argument is relative to `path`. 0 for a relative or empty argument.
+    pub skip: u16,
+    pub _pad: u16,
+    pub path: [u8; PATH_MAX_CAPTURED],
+}
+
 /// One traced event. Fixed size; strings are NUL-free byte runs of `str_len[i]` bytes.
 ///
 /// String slots by kind: mount (source, target, fstype), umount (target), unlink/unlinkat/rmdir
 /// (path), move_mount (from, to), open_tree/mount_setattr/chroot (path), pivot_root (new, old),
 /// fsopen (fstype in slot 2), fsconfig (key in slot 2, value in slot 0), exec (filename).
+/// `res[i]` resolves the path in string slot i (slots 0 and 1 only).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Event {
@@ -147,6 +193,7 @@ pub struct Event {
     pub str0: [u8; PATH_MAX_CAPTURED],
     pub str1: [u8; PATH_MAX_CAPTURED],
     pub str2: [u8; SHORT_STR],
+    pub res: [PathRes; 2],
 }
 
 /// Per-CPU count of events that could not be reserved in the ring buffer.
@@ -180,16 +227,54 @@ pub struct KernelOffsets {
     pub mnt_ns_id: u32,
     /// `net.ns` + `ns_common.inum`
     pub net_ns_inum: u32,
-    pub _pad: u32,
+    /// Non-zero when every path-walk offset below was found (they resolve fd and cwd paths).
+    pub path_valid: u32,
+    /// `task_struct.fs`
+    pub task_fs: u32,
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `fs_struct.root`
+    pub fs_root: u32,
+    /// `fs_struct.pwd`
+    pub fs_pwd: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd`
+    pub fdt_fd: u32,
+    /// `file.f_path`
+    pub file_path: u32,
+    /// `path.mnt`
+    pub path_mnt: u32,
+    /// `path.dentry`
+    pub path_dentry: u32,
+    /// `dentry.d_parent`
+    pub dentry_parent: u32,
+    /// `dentry.d_name` + `qstr.len`
+    pub dentry_name_len: u32,
+    /// `dentry.d_name` + `qstr.name`
+    pub dentry_name: u32,
+    /// `vfsmount.mnt_root`
+    pub vfsmount_root: u32,
+    /// `mount.mnt`: a `vfsmount *` minus this is its `struct mount *`
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent`
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint`
+    pub mount_mountpoint: u32,
+    /// `mount.mnt_id_unique` (0 on kernels before 6.8)
+    pub mount_id_unique: u32,
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are repr(C), made only of integers and byte arrays, with explicit padding.
+    // SAFETY: all five are repr(C), made only of integers and byte arrays, with explicit padding.
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::LossInfo {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::NsInfo {}
+    unsafe impl aya::Pod for super::PathRes {}
 }
 
 #[cfg(test)]
@@ -203,9 +288,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<TaskInfo>(), 8 + 4 * 4 + 8 + 16 + 16);
         assert_eq!(
             core::mem::size_of::<Event>(),
-            2 * 8 + core::mem::size_of::<TaskInfo>() + 16 + 8 + 48 + 256 + 256 + 64
+            2 * 8 + core::mem::size_of::<TaskInfo>() + 16 + 8 + 48 + 256 + 256 + 64 + 2 * 272
         );
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 40);
+        assert_eq!(core::mem::size_of::<PathRes>(), 16 + PATH_MAX_CAPTURED);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 28 * 4);
     }
 
     #[test]

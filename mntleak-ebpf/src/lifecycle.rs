@@ -15,15 +15,14 @@ use mntleak_common::{
 
 use crate::{
     maps::{emit, scratch},
-    task::{fill_current, offsets, task_ns, task_tgid},
+    task::{fill_current, offsets_valid, task_ns, task_tgid},
 };
 
 /// sched_process_fork(parent, child): new processes only, not new threads.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
-    let o = offsets();
-    let child_tgid = task_tgid(child, &o);
+    let child_tgid = task_tgid(child);
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if child_tgid == parent_tgid {
         return 0;
@@ -34,8 +33,8 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     ev.kind = EventKind::ProcessFork as u16;
     fill_current(&mut ev.task);
     ev.args[0] = child_tgid as u64;
-    if o.valid != 0 {
-        ev.new_ns = task_ns(child, &o);
+    if offsets_valid() {
+        ev.new_ns = task_ns(child);
         ev.flags |= HAS_NEW_NS;
     }
     emit(ev);

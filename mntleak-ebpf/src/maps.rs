@@ -3,9 +3,9 @@
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel},
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
-use mntleak_common::{Event, LossInfo};
+use mntleak_common::{Event, LossInfo, PATH_MAX_CAPTURED};
 
 /// Events to userspace. Userspace may resize it at load time (`map_max_entries("EVENTS", ..)`).
 #[map]
@@ -24,9 +24,23 @@ pub static RETRY: LruHashMap<u64, [u64; 3]> = LruHashMap::with_max_entries(4096,
 #[map]
 pub static LOSS: PerCpuArray<LossInfo> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU scratch: an Event (728 bytes) does not fit on the 512-byte BPF stack.
+/// Per-CPU scratch: an Event (1272 bytes) does not fit on the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU buffer in which `task::resolve_fd` builds a path backwards: twice the captured size,
+/// so that any name written below the end is within bounds the verifier can check.
+#[map]
+pub static PATHBUF: PerCpuArray<[u8; 2 * PATH_MAX_CAPTURED]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU state of that walk (see `task::Walk`).
+#[map]
+pub static WALK: PerCpuArray<crate::task::Walk> = PerCpuArray::with_max_entries(1, 0);
+
+/// The path resolvers (`RESOLVER_PROGRAMS`), installed by userspace, tail-called by the syscall
+/// programs.
+#[map]
+pub static RESOLVERS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 /// Never written: copied over the scratch so that every byte of an event is defined.
 #[map]
@@ -53,6 +67,10 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 /// reader's own 50 ms tick drains. One wake-up per event costs more than the event on a VM.
 const WAKEUP_BYTES: u64 = 64 << 10;
 
+/// Bytes of an event before its path resolutions: all that is sent when it has none, so that the
+/// common event costs the ring (and the reader) no more than before paths were resolved.
+const CORE: usize = core::mem::offset_of!(Event, res);
+
 /// Send an event; count it as lost if the ring buffer is full.
 #[inline(always)]
 pub fn emit(ev: &Event) {
@@ -63,7 +81,14 @@ pub fn emit(ev: &Event) {
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output::<Event>(ev, flags).is_err() {
+    let sent = if ev.res[0].status != 0 || ev.res[1].status != 0 {
+        EVENTS.output::<Event>(ev, flags)
+    } else {
+        // SAFETY: the first CORE bytes of an Event, which is larger.
+        let core = unsafe { &*(ev as *const Event).cast::<[u8; CORE]>() };
+        EVENTS.output::<[u8; CORE]>(core, flags)
+    };
+    if sent.is_err() {
         record_loss();
     }
 }

@@ -8,16 +8,22 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use mntleak_common::{
-    Event, EventKind,
+    Event, EventKind, PATH_MAX_CAPTURED, RESOLVE_AT_ENTER, RESOLVE_AT_EXIT,
     flags::{HAS_NEW_NS, HAS_RET, STR_TRUNCATED_SHIFT},
+    res,
 };
 
 use crate::{
-    maps::{PENDING, RETRY, emit, scratch},
-    task::{current_ns, fill_current},
+    maps::{PENDING, RESOLVERS, RETRY, emit, scratch},
+    task::{current_ns, fill_current, resolve_fd},
 };
 
 const AT_FDCWD: u64 = -100i64 as u64;
+const AT_EMPTY_PATH: u64 = 0x1000;
+const MOVE_MOUNT_F_EMPTY_PATH: u64 = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: u64 = 0x40;
+const MS_BIND: u64 = 0x1000;
+const MS_MOVE: u64 = 0x2000;
 const FSCONFIG_SET_STRING: u64 = 1;
 const FSCONFIG_SET_PATH: u64 = 3;
 const FSCONFIG_SET_PATH_EMPTY: u64 = 4;
@@ -75,6 +81,121 @@ impl Retry {
             self.0[slot] = src;
         }
     }
+}
+
+/// `N` and the prefix length of `/proc/self/fd/N[/...]` or `/proc/thread-self/fd/N[/...]`.
+#[inline(always)]
+fn proc_fd(s: &[u8; PATH_MAX_CAPTURED], len: u16) -> Option<(i64, u16)> {
+    if has_prefix(s, b"/proc/self/fd/") {
+        fd_digits::<14>(s, len)
+    } else if has_prefix(s, b"/proc/thread-self/fd/") {
+        fd_digits::<21>(s, len)
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn has_prefix<const N: usize>(s: &[u8; PATH_MAX_CAPTURED], p: &[u8; N]) -> bool {
+    let mut i = 0;
+    while i < N {
+        if s.get(i) != p.get(i) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Up to 9 digits at `START`, ending the string or followed by '/'.
+#[inline(always)]
+fn fd_digits<const START: usize>(s: &[u8; PATH_MAX_CAPTURED], len: u16) -> Option<(i64, u16)> {
+    // `get` rather than indexing: a bounds-check panic path is a call the loader cannot link.
+    let at = |i: usize| {
+        if i < len as usize {
+            s.get(i).copied()
+        } else {
+            None
+        }
+    };
+    let mut fd: i64 = 0;
+    let mut end = START;
+    while end < START + 9 {
+        match at(end) {
+            Some(c) if c.is_ascii_digit() => fd = fd * 10 + (c - b'0') as i64,
+            Some(b'/') | None => break,
+            Some(_) => return None,
+        }
+        end += 1;
+    }
+    if end == START || !matches!(at(end), Some(b'/') | None) {
+        return None;
+    }
+    Some((fd, end as u16))
+}
+
+/// How path slot `slot` of `ev` is resolved: against which dirfd, and whether an empty path names
+/// the dirfd itself. None: the slot is not a path (mount's source without MS_BIND/MS_MOVE, ...).
+#[inline(always)]
+fn path_arg(ev: &Event, slot: usize) -> Option<(i64, bool)> {
+    let cwd = crate::task::AT_FDCWD;
+    let dirfd = |v: u64| v as u32 as i32 as i64;
+    let a = &ev.args;
+    let kind = ev.kind;
+    if kind == EventKind::Mount as u16 {
+        (slot == 1 || a[0] & (MS_BIND | MS_MOVE) != 0).then_some((cwd, false))
+    } else if kind == EventKind::Umount as u16 || kind == EventKind::Chroot as u16 {
+        (slot == 0).then_some((cwd, false))
+    } else if kind == EventKind::PivotRoot as u16 {
+        Some((cwd, false))
+    } else if kind == EventKind::MoveMount as u16 {
+        Some(if slot == 0 {
+            (dirfd(a[0]), a[2] & MOVE_MOUNT_F_EMPTY_PATH != 0)
+        } else {
+            (dirfd(a[1]), a[2] & MOVE_MOUNT_T_EMPTY_PATH != 0)
+        })
+    } else if kind == EventKind::OpenTree as u16 || kind == EventKind::MountSetattr as u16 {
+        (slot == 0).then_some((dirfd(a[0]), a[1] & AT_EMPTY_PATH != 0))
+    } else {
+        None
+    }
+}
+
+/// Resolves path slot `slot` (0 or 1) in the kernel when it is `/proc/self/fd/N`, relative, or
+/// empty with an `*_EMPTY_PATH` flag; absolute paths need nothing.
+#[inline(always)]
+fn resolve_slot(ev: &mut Event, slot: usize) {
+    if ev.res[slot & 1].status != res::NONE {
+        return; // done at entry
+    }
+    let Some((dirfd, empty_ok)) = path_arg(ev, slot) else {
+        return;
+    };
+    if ev.flags & (1 << slot) == 0 || ev.flags & (1 << (STR_TRUNCATED_SHIFT as usize + slot)) != 0 {
+        return; // unread or cut: nothing reliable to resolve
+    }
+    let len = ev.str_len[slot];
+    let s = if slot == 0 { &ev.str0 } else { &ev.str1 };
+    let (fd, skip) = if len == 0 {
+        if !empty_ok {
+            return;
+        }
+        (dirfd, 0)
+    } else if s[0] == b'/' {
+        match proc_fd(s, len) {
+            Some(x) => x,
+            None => return,
+        }
+    } else {
+        (dirfd, 0)
+    };
+    let out = if slot == 0 {
+        &mut ev.res[0]
+    } else {
+        &mut ev.res[1]
+    };
+    out.skip = skip;
+    resolve_fd(fd, out);
 }
 
 #[inline(always)]
@@ -176,7 +297,7 @@ fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
     }
     let key = bpf_get_current_pid_tgid();
     let r = retry.0;
-    // By reference: a by-value Event (728 bytes) would not fit on the 512-byte BPF stack.
+    // By reference: a by-value Event (1272 bytes) would not fit on the 512-byte BPF stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
     let inserted = PENDING.insert(key, &*ev, 0).is_ok();
     if inserted && (r[0] | r[1] | r[2]) != 0 {
@@ -185,7 +306,54 @@ fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
         // A leftover from a syscall whose exit was never seen must not be applied to this one.
         let _ = RETRY.remove(key);
     }
+    // Paths are resolved at entry, while the fd is open and the cwd not yet moved (pivot_root,
+    // umount2(".")). Does not return when the resolver is installed.
+    if inserted && has_paths(kind as u16) {
+        unsafe { RESOLVERS.tail_call(ctx, RESOLVE_AT_ENTER) };
+    }
     0
+}
+
+/// Kinds whose string slots 0 and 1 may be paths to resolve.
+#[inline(always)]
+fn has_paths(kind: u16) -> bool {
+    kind == EventKind::Mount as u16
+        || kind == EventKind::Umount as u16
+        || kind == EventKind::MoveMount as u16
+        || kind == EventKind::OpenTree as u16
+        || kind == EventKind::MountSetattr as u16
+        || kind == EventKind::PivotRoot as u16
+        || kind == EventKind::Chroot as u16
+}
+
+/// The path resolver, run as a tail call of the syscall programs (see [`RESOLVERS`]): verified
+/// once here instead of once per syscall program and per path of each. At exit, it also sends
+/// the event, as `sys_exit` would have.
+#[inline(always)]
+fn resolve_pending(at_exit: bool) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    let Some(ev) = PENDING.get_ptr_mut(key) else {
+        return 0;
+    };
+    // SAFETY: a value of PENDING; only this thread uses its key.
+    let ev = unsafe { &mut *ev };
+    resolve_slot(ev, 0);
+    resolve_slot(ev, 1);
+    if at_exit {
+        emit(ev);
+        let _ = PENDING.remove(key);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn resolve_paths(_ctx: TracePointContext) -> u32 {
+    resolve_pending(false)
+}
+
+#[tracepoint]
+pub fn resolve_paths_exit(_ctx: TracePointContext) -> u32 {
+    resolve_pending(true)
 }
 
 /// The exit half of every traced syscall: pairs with the enter by pid_tgid.
@@ -202,16 +370,17 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     ev.flags |= HAS_RET;
     if let Some(retry) = RETRY.get_ptr(key) {
         let r = unsafe { *retry };
-        if r[0] != 0 {
-            read_slot(ev, 0, r[0]);
-        }
-        if r[1] != 0 {
-            read_slot(ev, 1, r[1]);
-        }
+        let late_path =
+            (r[0] != 0 && read_slot(ev, 0, r[0])) | (r[1] != 0 && read_slot(ev, 1, r[1]));
         if r[2] != 0 {
             read_slot(ev, 2, r[2]);
         }
         let _ = RETRY.remove(key);
+        // A path read only now is resolved only now (the fd or cwd may have changed during the
+        // call, which is rarer than no path at all); the resolver sends the event.
+        if late_path && has_paths(ev.kind) {
+            unsafe { RESOLVERS.tail_call(&ctx, RESOLVE_AT_EXIT) };
+        }
     }
     let kind = ev.kind;
     if (kind == EventKind::Unshare as u16 || kind == EventKind::Setns as u16) && ret == 0 {

@@ -235,12 +235,13 @@ impl Btf {
 
     /// Offsets for the eBPF side. The mount namespace id is `ns_common.ns_id` on >= 6.18 and
     /// `mnt_namespace.seq` on 6.8..6.17 (what NS_GET_MNTNS_ID returned there); 0 when neither.
+    /// The path-walk offsets are optional: without them paths are not resolved in the kernel.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         let mnt_ns_id = self
             .offset_of("mnt_namespace", &["ns", "ns_id"])
             .or_else(|| self.offset_of("mnt_namespace", &["seq"]))
             .unwrap_or(0);
-        Ok(KernelOffsets {
+        let mut o = KernelOffsets {
             valid: 1,
             task_nsproxy: self.need("task_struct", &["nsproxy"])?,
             task_real_parent: self.need("task_struct", &["real_parent"])?,
@@ -250,8 +251,36 @@ impl Btf {
             mnt_ns_inum: self.need("mnt_namespace", &["ns", "inum"])?,
             mnt_ns_id,
             net_ns_inum: self.need("net", &["ns", "inum"])?,
-            _pad: 0,
-        })
+            ..KernelOffsets::default()
+        };
+        match self.path_offsets(&mut o) {
+            Ok(()) => o.path_valid = 1,
+            Err(e) => tracing::warn!("fd and cwd paths will not be resolved in the kernel: {e}"),
+        }
+        Ok(o)
+    }
+
+    /// What the eBPF path walk reads (task -> fs/files -> file -> path -> dentry/mount).
+    fn path_offsets(&self, o: &mut KernelOffsets) -> Result<(), BtfError> {
+        o.task_fs = self.need("task_struct", &["fs"])?;
+        o.task_files = self.need("task_struct", &["files"])?;
+        o.fs_root = self.need("fs_struct", &["root"])?;
+        o.fs_pwd = self.need("fs_struct", &["pwd"])?;
+        o.files_fdt = self.need("files_struct", &["fdt"])?;
+        o.fdt_max_fds = self.need("fdtable", &["max_fds"])?;
+        o.fdt_fd = self.need("fdtable", &["fd"])?;
+        o.file_path = self.need("file", &["f_path"])?;
+        o.path_mnt = self.need("path", &["mnt"])?;
+        o.path_dentry = self.need("path", &["dentry"])?;
+        o.dentry_parent = self.need("dentry", &["d_parent"])?;
+        o.dentry_name_len = self.need("dentry", &["d_name", "len"])?;
+        o.dentry_name = self.need("dentry", &["d_name", "name"])?;
+        o.vfsmount_root = self.need("vfsmount", &["mnt_root"])?;
+        o.mount_mnt = self.need("mount", &["mnt"])?;
+        o.mount_parent = self.need("mount", &["mnt_parent"])?;
+        o.mount_mountpoint = self.need("mount", &["mnt_mountpoint"])?;
+        o.mount_id_unique = self.offset_of("mount", &["mnt_id_unique"]).unwrap_or(0);
+        Ok(())
     }
 }
 
@@ -282,6 +311,24 @@ mod tests {
         // 6.18 has ns_common.ns_id (see kernel-facts.md).
         assert_ne!(o.mnt_ns_id, 0);
         assert_eq!(btf.offset_of("task_struct", &["no_such_field"]), None);
+    }
+
+    #[test]
+    fn path_walk_offsets() {
+        let btf = Btf::from_file(Path::new(VMLINUX)).unwrap();
+        let o = btf.kernel_offsets().unwrap();
+        assert_eq!(o.path_valid, 1, "{o:?}");
+        // struct path is { mnt, dentry }; fs_struct holds two of them.
+        assert_eq!((o.path_mnt, o.path_dentry), (0, 8));
+        assert_ne!(o.fs_root, o.fs_pwd);
+        // qstr: the 32-bit len (inside an anonymous union) comes before the name pointer.
+        assert!(
+            o.dentry_name_len < o.dentry_name && o.dentry_name.is_multiple_of(8),
+            "{o:?}"
+        );
+        assert!(o.mount_mnt > 0 && o.mount_parent > 0 && o.mount_mountpoint > 0);
+        // 6.8+ has a 64-bit unique mount id.
+        assert_ne!(o.mount_id_unique, 0);
     }
 
     #[test]

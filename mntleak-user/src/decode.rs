@@ -27,11 +27,15 @@
 //!
 //! `ret` is meaningful when `HAS_RET` is set (syscalls); for clone/clone3 it is the child pid.
 //! `new_ns` is meaningful when `HAS_NEW_NS` is set (unshare/setns after success, fork).
+//! `res[i]` is the kernel's resolution of string slot i when it is a path argument given as
+//! `/proc/self/fd/N`, relative, or empty with a dirfd: a base directory for the first `skip`
+//! bytes of the argument (all of a relative one: skip 0), to which the rest is relative.
 
 use mntleak_common::{self as wire, EventKind, flags};
 
 use crate::{
-    model::{Action, Event, KStr, MntNs, Task, UnlinkCall},
+    engine::paths,
+    model::{Action, Event, KStr, MntNs, ResolvedPath, Task, UnlinkCall},
     uapi,
 };
 
@@ -43,6 +47,8 @@ pub enum DecodeError {
     BadStrLen { slot: usize, len: u16, cap: usize },
     #[error("event record is {got} bytes, expected at least {want}")]
     Short { got: usize, want: usize },
+    #[error("resolved path {slot} is malformed: {what}")]
+    BadResolved { slot: usize, what: &'static str },
 }
 
 /// A file descriptor from a raw 64-bit register: the kernel reads an `int`.
@@ -55,25 +61,55 @@ fn comm(raw: &[u8]) -> KStr {
     KStr::from_bytes(&raw[..end], false)
 }
 
+/// The bytes of string slot `i` (empty when absent).
+fn slot_bytes(raw: &wire::Event, i: usize) -> Result<&[u8], DecodeError> {
+    let buf: &[u8] = match i {
+        0 => &raw.str0,
+        1 => &raw.str1,
+        _ => &raw.str2,
+    };
+    if raw.flags & (1 << i) == 0 {
+        return Ok(&[]);
+    }
+    let len = raw.str_len[i];
+    buf.get(..len as usize).ok_or(DecodeError::BadStrLen {
+        slot: i,
+        len,
+        cap: buf.len(),
+    })
+}
+
+/// Path argument `i` as the kernel resolved it: its base joined with the rest of the argument.
+fn resolved(raw: &wire::Event, i: usize) -> Result<Option<ResolvedPath>, DecodeError> {
+    let r = &raw.res[i];
+    if r.status != wire::res::OK {
+        return Ok(None);
+    }
+    let bad = |what| DecodeError::BadResolved { slot: i, what };
+    let base = r.path.get(..r.len as usize).ok_or(bad("length"))?;
+    if base.first() != Some(&b'/') {
+        return Err(bad("not absolute"));
+    }
+    let rest = slot_bytes(raw, i)?
+        .get(r.skip as usize..)
+        .ok_or(bad("skips past the argument"))?;
+    let base = String::from_utf8_lossy(base);
+    let rest = String::from_utf8_lossy(rest);
+    Ok(Some(ResolvedPath {
+        path: KStr::new(paths::resolve(
+            "",
+            Some(&base),
+            rest.trim_start_matches('/'),
+        )),
+        mnt_id: r.mnt_id,
+    }))
+}
+
 pub fn decode(raw: &wire::Event) -> Result<Event, DecodeError> {
     let kind = EventKind::from_u16(raw.kind).ok_or(DecodeError::UnknownKind(raw.kind))?;
     let slot = |i: usize| -> Result<KStr, DecodeError> {
-        let buf: &[u8] = match i {
-            0 => &raw.str0,
-            1 => &raw.str1,
-            _ => &raw.str2,
-        };
-        if raw.flags & (1 << i) == 0 {
-            return Ok(KStr::default());
-        }
-        let len = raw.str_len[i];
-        let bytes = buf.get(..len as usize).ok_or(DecodeError::BadStrLen {
-            slot: i,
-            len,
-            cap: buf.len(),
-        })?;
         Ok(KStr::from_bytes(
-            bytes,
+            slot_bytes(raw, i)?,
             raw.flags & (1 << (flags::STR_TRUNCATED_SHIFT as usize + i)) != 0,
         ))
     };
@@ -164,6 +200,13 @@ pub fn decode(raw: &wire::Event) -> Result<Event, DecodeError> {
         EventKind::ProcessExec => Action::Exec { filename: slot(0)? },
         EventKind::ProcessExit => Action::Exit,
     };
+    let args = action.path_args();
+    let mut res = [None, None];
+    for (i, r) in res.iter_mut().enumerate() {
+        if args[i].is_some() {
+            *r = resolved(raw, i)?;
+        }
+    }
     let t = &raw.task;
     Ok(Event {
         task: Task {
@@ -186,26 +229,35 @@ pub fn decode(raw: &wire::Event) -> Result<Event, DecodeError> {
             inum: raw.new_ns.mnt_ns_inum,
         }),
         dir: None,
+        resolved: res,
     })
 }
+
+/// Bytes of a record without path resolutions (the kernel sends only these when it has none).
+const CORE: usize = std::mem::offset_of!(wire::Event, res);
 
 /// Decodes an event from raw ring-buffer or capture bytes (any alignment).
 pub fn decode_bytes(bytes: &[u8]) -> Result<Event, DecodeError> {
     let raw = wire_from_bytes(bytes).ok_or(DecodeError::Short {
         got: bytes.len(),
-        want: std::mem::size_of::<wire::Event>(),
+        want: CORE,
     })?;
     decode(&raw)
 }
 
-/// The wire struct from at least `size_of::<wire::Event>()` bytes; `None` if too short.
+/// The wire struct from a ring-buffer record: a whole `wire::Event`, or its first bytes up to
+/// `res` (then no path was resolved); `None` if shorter.
 pub fn wire_from_bytes(bytes: &[u8]) -> Option<wire::Event> {
-    if bytes.len() < std::mem::size_of::<wire::Event>() {
+    let mut buf = [0u8; std::mem::size_of::<wire::Event>()];
+    let n = bytes.len().min(buf.len());
+    if n < CORE {
         return None;
     }
-    // SAFETY: the length is checked, the read is unaligned, and every bit pattern is a valid
-    // `wire::Event` (integers and byte arrays only).
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<wire::Event>()) })
+    buf[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: the buffer is exactly one `wire::Event`, the read is unaligned, and every bit
+    // pattern is a valid `wire::Event` (integers and byte arrays only); missing resolutions are
+    // zero, i.e. `res::NONE`.
+    Some(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<wire::Event>()) })
 }
 
 #[cfg(test)]
@@ -276,6 +328,95 @@ mod tests {
         );
         assert_eq!(d.ret, None);
         assert_eq!(d.action.name(), "unlinkat");
+    }
+
+    fn put_res(e: &mut wire::Event, i: usize, base: &[u8], skip: u16, mnt_id: u64) {
+        let r = &mut e.res[i];
+        r.status = wire::res::OK;
+        r.len = put(&mut r.path, base);
+        r.skip = skip;
+        r.mnt_id = mnt_id;
+    }
+
+    #[test]
+    fn kernel_resolved_paths_join_the_rest_of_the_argument() {
+        let mut e = blank(EventKind::Mount);
+        e.str_len[0] = put(&mut e.str0, b"../x/./y");
+        e.str_len[1] = put(&mut e.str1, b"/proc/self/fd/6");
+        e.flags = flags::STR_PRESENT | flags::HAS_RET;
+        e.args[0] = uapi::MS_BIND;
+        put_res(&mut e, 0, b"/run/c/rootfs", 0, 7);
+        put_res(&mut e, 1, b"/var/lib/x/merged", 15, 9);
+        let d = decode(&e).unwrap();
+        let r0 = d.resolved[0].as_ref().unwrap();
+        assert_eq!((r0.path.as_str(), r0.mnt_id), ("/run/c/x/y", 7));
+        assert_eq!(d.resolved_path(1), Some("/var/lib/x/merged"));
+        // The argument itself is kept as the caller wrote it.
+        match &d.action {
+            Action::Mount { target, .. } => assert_eq!(target.as_str(), "/proc/self/fd/6"),
+            other => panic!("wrong action {other:?}"),
+        }
+
+        // `/proc/self/fd/N/sub`: the rest is below the fd's directory; `.` is the base itself.
+        let mut e = blank(EventKind::PivotRoot);
+        e.str_len[0] = put(&mut e.str0, b"/proc/thread-self/fd/12/sub");
+        e.str_len[1] = put(&mut e.str1, b".");
+        e.flags = 0b11;
+        put_res(&mut e, 0, b"/a", 23, 0);
+        put_res(&mut e, 1, b"/", 0, 0);
+        let d = decode(&e).unwrap();
+        assert_eq!(d.resolved_path(0), Some("/a/sub"));
+        assert_eq!(d.resolved_path(1), Some("/"));
+
+        // Only path arguments are resolved: a status on a kind without them is ignored.
+        let mut e = blank(EventKind::Unshare);
+        put_res(&mut e, 0, b"/x", 0, 0);
+        assert_eq!(decode(&e).unwrap().resolved, [None, None]);
+        // A failed resolution is no resolution.
+        let mut e = blank(EventKind::Umount);
+        e.res[0].status = wire::res::UNREACHABLE;
+        assert_eq!(decode(&e).unwrap().resolved, [None, None]);
+    }
+
+    #[test]
+    fn records_without_resolutions_are_shorter() {
+        let mut e = blank(EventKind::Umount);
+        e.str_len[0] = put(&mut e.str0, b"/x");
+        e.flags = 1;
+        // SAFETY: reading the bytes of a plain-data struct.
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts(
+                (&e as *const wire::Event).cast::<u8>(),
+                std::mem::size_of::<wire::Event>(),
+            )
+        };
+        let short = decode_bytes(&bytes[..CORE]).unwrap();
+        assert_eq!(short, decode(&e).unwrap());
+        assert_eq!(short.resolved, [None, None]);
+        assert!(decode_bytes(&bytes[..CORE - 1]).is_err());
+    }
+
+    #[test]
+    fn bad_resolved_paths_are_errors() {
+        let mut e = blank(EventKind::Umount);
+        e.flags = 1;
+        e.str_len[0] = put(&mut e.str0, b".");
+        put_res(&mut e, 0, b"/x", 2, 0);
+        assert_eq!(
+            decode(&e).unwrap_err(),
+            DecodeError::BadResolved {
+                slot: 0,
+                what: "skips past the argument"
+            }
+        );
+        e.res[0].skip = 0;
+        e.res[0].len = 300;
+        assert!(matches!(
+            decode(&e),
+            Err(DecodeError::BadResolved { slot: 0, .. })
+        ));
+        e.res[0].len = put(&mut e.res[0].path, b"rel");
+        assert!(decode(&e).is_err());
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
-use mntleak_common::LossInfo;
+use mntleak_common::{LossInfo, RESOLVER_PROGRAMS};
 
 use crate::{
     btf,
@@ -92,6 +92,8 @@ pub enum LiveError {
     },
     #[error("no eBPF program could be attached (first failure: {0})")]
     NothingAttached(String),
+    #[error("cannot read the initial mount state: {0}")]
+    Snapshot(#[source] crate::sys::SysError),
 }
 
 /// An attached tracer. Dropping it detaches every program.
@@ -125,6 +127,31 @@ fn mount_tracefs() -> Result<(), LiveError> {
     };
     if r != 0 {
         return Err(LiveError::Tracefs(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Loads the path resolvers into the `RESOLVERS` program array, where the syscall programs
+/// tail-call them (without them, fd and cwd paths are not resolved).
+fn install_resolvers(ebpf: &mut Ebpf) -> Result<(), String> {
+    let mut fds = Vec::new();
+    for name in RESOLVER_PROGRAMS {
+        let p: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or("program not in the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        p.load().map_err(|e| format!("load {name}: {e}"))?;
+        let fd = p.fd().map_err(|e| format!("{e}"))?;
+        fds.push(fd.try_clone().map_err(|e| format!("{e}"))?);
+    }
+    let mut table: ProgramArray<&mut MapData> = ebpf
+        .map_mut("RESOLVERS")
+        .ok_or("map not in the object")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    for (i, fd) in fds.iter().enumerate() {
+        table.set(i as u32, fd, 0).map_err(|e| format!("{e}"))?;
     }
     Ok(())
 }
@@ -175,6 +202,10 @@ impl Tracer {
             first_failure.get_or_insert_with(|| format!("{what}: {why}"));
             missing.push(what);
         };
+        // Before the syscall programs, so that their first events already carry resolved paths.
+        if let Err(why) = install_resolvers(&mut ebpf) {
+            note("paths/resolve_paths".into(), why, &mut missing);
+        }
         let mut attached = 0usize;
         for sc in SYSCALLS {
             let enter = format!("sys_enter_{sc}");

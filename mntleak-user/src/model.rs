@@ -149,6 +149,28 @@ pub enum UnlinkCall {
 }
 
 impl Action {
+    /// The path arguments the kernel side resolves, by position in [`Event::resolved`], under
+    /// their man-page names: mount (source, target), umount2 (target), move_mount (from_path,
+    /// to_path), open_tree / mount_setattr / chroot (path), pivot_root (new_root, put_old).
+    pub fn path_args(&self) -> [Option<(&'static str, &KStr)>; 2] {
+        match self {
+            Action::Mount { source, target, .. } => {
+                [Some(("source", source)), Some(("target", target))]
+            }
+            Action::Umount { target, .. } => [Some(("target", target)), None],
+            Action::MoveMount {
+                from_path, to_path, ..
+            } => [Some(("from_path", from_path)), Some(("to_path", to_path))],
+            Action::OpenTree { path, .. }
+            | Action::MountSetattr { path, .. }
+            | Action::Chroot { path } => [Some(("path", path)), None],
+            Action::PivotRoot { new_root, put_old } => {
+                [Some(("new_root", new_root)), Some(("put_old", put_old))]
+            }
+            _ => [None, None],
+        }
+    }
+
     /// The name users know the call by.
     pub fn name(&self) -> &'static str {
         match self {
@@ -185,6 +207,19 @@ impl Action {
     }
 }
 
+/// A path argument as the kernel resolved it at syscall entry: `/proc/self/fd/N` through the fd
+/// table, a relative path through its dirfd or the cwd, an empty path through its dirfd. What the
+/// call named even when the fd or cwd is gone by the time anyone could look (runc's O_PATH mount
+/// targets, `pivot_root(".", ".")`, `umount2(".")`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ResolvedPath {
+    /// Absolute and normalized, as seen from the caller's root (like `/proc/<pid>/cwd`).
+    pub path: KStr,
+    /// 64-bit unique id of the mount the fd or directory was on (statx STATX_MNT_ID_UNIQUE,
+    /// statmount); 0 when unknown.
+    pub mnt_id: u64,
+}
+
 /// One traced event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -197,6 +232,52 @@ pub struct Event {
     /// For relative paths: the directory they were resolved against (dirfd or cwd), read by the
     /// live source, so the engine can place `unlinkat(dirfd, "merged")`.
     pub dir: Option<KStr>,
+    /// The action's path arguments as the kernel resolved them (see [`Action::path_args`]):
+    /// `[0]` the first, `[1]` the second; `None` for absolute paths (they need nothing) or when
+    /// the kernel could not.
+    #[serde(default)]
+    pub resolved: [Option<ResolvedPath>; 2],
+}
+
+impl Event {
+    /// Path argument `i` as the kernel resolved it, if it did.
+    pub fn resolved_path(&self, i: usize) -> Option<&str> {
+        self.resolved.get(i)?.as_ref().map(|r| r.path.as_str())
+    }
+
+    /// A successful mount, move_mount, umount2 or pivot_root that can be placed by path only
+    /// thanks to the kernel, and was: each relative, `/proc/...` or empty destination (and a
+    /// bind's or move's source) came resolved. Re-reading the namespace after it is redundant.
+    pub fn placed_by_kernel_paths(&self) -> bool {
+        if self.ret != Some(0) {
+            return false;
+        }
+        let needs = |p: &KStr| p.as_str().starts_with("/proc/") || !p.as_str().starts_with('/');
+        let (need0, need1) = match &self.action {
+            Action::Mount {
+                source,
+                target,
+                flags,
+                ..
+            } => (
+                flags & (crate::uapi::MS_BIND | crate::uapi::MS_MOVE) != 0 && needs(source),
+                needs(target),
+            ),
+            // An empty from_path is a mount fd, which the engine follows itself.
+            Action::MoveMount {
+                from_path, to_path, ..
+            } => (
+                !from_path.as_str().is_empty() && needs(from_path),
+                needs(to_path),
+            ),
+            Action::Umount { target, .. } => (needs(target), false),
+            Action::PivotRoot { new_root, put_old } => (needs(new_root), needs(put_old)),
+            _ => return false,
+        };
+        (need0 || need1)
+            && (!need0 || self.resolved[0].is_some())
+            && (!need1 || self.resolved[1].is_some())
+    }
 }
 
 /// Propagation of one mount, as mountinfo shows it.

@@ -235,6 +235,17 @@ fn every_record() -> Vec<Record> {
             },
             new_mnt_ns: (i % 2 == 0).then_some(NS_HOST),
             dir: (i % 3 == 0).then(|| h[i % h.len()].clone()),
+            // Kernel-resolved paths (format version 2), in every combination of the two slots.
+            resolved: [
+                (i % 2 == 1).then(|| ResolvedPath {
+                    path: h[(i + 1) % h.len()].clone(),
+                    mnt_id: u64::MAX - i as u64,
+                }),
+                (i % 4 >= 2).then(|| ResolvedPath {
+                    path: k("/run/containerd/rootfs"),
+                    mnt_id: i as u64,
+                }),
+            ],
         }));
     }
     recs.push(Record::Lost {
@@ -484,6 +495,7 @@ fn churn_event(i: u64, cid: u64) -> Event {
         ret: if i % 8 >= 6 { None } else { Some(0) },
         new_mnt_ns: None,
         dir: None,
+        resolved: [None, None],
     }
 }
 
@@ -736,6 +748,7 @@ fn rendering_escapes_hostile_strings_and_names_errors() {
         ret: Some(-16),
         new_mnt_ns: None,
         dir: None,
+        resolved: [None, None],
     };
     let wall = 1_764_601_152_123_456_789;
     let line = event_line(&ev, wall);

@@ -434,7 +434,6 @@ fn s5_loop_ext4_volume_stays_busy_because_of_a_leaked_copy() {
 // ---- S2: the runtime's directory rbound rprivate into another container -------------------------
 
 #[test]
-#[ignore = "timing: runc's bind onto /proc/self/fd/N is placed from a listmount read after the event; when the reader lags, that read already shows the later teardown (passes 4 of 5 runs here)"]
 fn s2_rprivate_bind_of_var_lib_docker_leaks_the_first_containers_rootfs() {
     if !ready() {
         return;
@@ -627,7 +626,6 @@ fn s3(pin: bool) {
 }
 
 #[test]
-#[ignore = "timing: runc's bind onto /proc/self/fd/N is placed from a listmount read after the event; when the reader lags, that read already shows the later teardown (passes 4 of 5 runs here)"]
 fn s3_rbind_root_copy_of_a_netns_is_resolved_by_ip_netns_del() {
     if ready() {
         s3(false);
@@ -635,7 +633,6 @@ fn s3_rbind_root_copy_of_a_netns_is_resolved_by_ip_netns_del() {
 }
 
 #[test]
-#[ignore = "timing: runc's bind onto /proc/self/fd/N is placed from a listmount read after the event; when the reader lags, that read already shows the later teardown (passes 4 of 5 runs here)"]
 fn s3_netns_pinned_by_the_pod_stays_alive_and_the_pin_is_named() {
     if ready() {
         s3(true);

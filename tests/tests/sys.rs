@@ -172,6 +172,7 @@ fn watcher_reads_a_new_namespace_once() {
         ret: Some(0),
         new_mnt_ns: Some(ns),
         dir: None,
+        resolved: [None, None],
     };
     let Some(Record::NamespaceMounts {
         ts_ns,

@@ -160,3 +160,163 @@ fn private_copy_outliving_the_umount_is_a_leak_named_by_its_unshare() {
     assert_eq!(leak["leaked_by"]["syscall"], "unshare", "{leak}");
     assert_eq!(out.status.code(), Some(1), "a leak sets exit status 1");
 }
+
+/// The kernel side resolves what runc-style path arguments name, at syscall entry: an O_PATH fd
+/// through `/proc/self/fd/N` and `/proc/thread-self/fd/N`, relative paths through the cwd, an
+/// empty path through its dirfd. The decoded events carry the real absolute path and the unique
+/// id of the mount it is on, while the arguments stay as the caller wrote them.
+#[test]
+fn kernel_resolves_fd_and_cwd_paths_of_mount_calls() {
+    use std::ffi::CString;
+    use std::os::unix::process::CommandExt;
+
+    if !require_root() {
+        return;
+    }
+    let dir = Scratch::new("resolve");
+    let d = dir.s();
+    for sub in ["a", "b", "c"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let c = |s: &str| CString::new(s).unwrap();
+    let (root, a, d_c) = (c("/"), c(&format!("{d}/a")), c(&d));
+    let (tmpfs, src_fd, src_rel) = (c("tmpfs"), c("res-fd"), c("res-rel"));
+    let (via_fd, via_thread) = (c("/proc/self/fd/37"), c("/proc/thread-self/fd/37"));
+    let (rel_b, rel_c, dot, empty) = (c("b"), c("c"), c("."), c(""));
+    let trace = TraceSession::start(&["--json"]).unwrap();
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("30");
+    // SAFETY: only async-signal-safe system calls on prepared C strings, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_long| {
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(r)
+                }
+            };
+            let (null, no_data) = (std::ptr::null(), std::ptr::null());
+            check(libc::unshare(libc::CLONE_NEWNS) as _)?;
+            check(libc::mount(
+                null,
+                root.as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                no_data,
+            ) as _)?;
+            let fd = check(libc::open(a.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) as _)?;
+            check(libc::dup2(fd as i32, 37) as _)?;
+            check(libc::chdir(d_c.as_ptr()) as _)?;
+            check(libc::mount(src_fd.as_ptr(), via_fd.as_ptr(), tmpfs.as_ptr(), 0, no_data) as _)?;
+            check(libc::mount(src_rel.as_ptr(), rel_b.as_ptr(), tmpfs.as_ptr(), 0, no_data) as _)?;
+            check(libc::mount(
+                rel_b.as_ptr(),
+                via_thread.as_ptr(),
+                null,
+                libc::MS_BIND,
+                no_data,
+            ) as _)?;
+            let tree = check(libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                rel_c.as_ptr(),
+                1 | libc::O_CLOEXEC, // OPEN_TREE_CLONE
+            ))?;
+            check(libc::syscall(
+                libc::SYS_move_mount,
+                tree,
+                empty.as_ptr(),
+                37,
+                empty.as_ptr(),
+                0x4 | 0x40, // MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+            ))?;
+            check(libc::umount2(rel_b.as_ptr(), libc::MNT_DETACH) as _)?;
+            check(libc::chdir(a.as_ptr()) as _)?;
+            check(libc::umount2(dot.as_ptr(), libc::MNT_DETACH) as _)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("the mounting child");
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child did not exec"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The unique id of the mount `d` is on, in the child's namespace.
+    let mnt_id = {
+        let p = c(&format!("/proc/{pid}/root{d}"));
+        // SAFETY: statx fills the zeroed struct; the path is a valid C string.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::statx(libc::AT_FDCWD, p.as_ptr(), 0, 0x4000, &mut stx) };
+        assert_eq!(r, 0, "statx: {}", std::io::Error::last_os_error());
+        assert_ne!(stx.stx_mask & 0x4000, 0, "no STATX_MNT_ID_UNIQUE here");
+        stx.stx_mnt_id
+    };
+    let out = trace.stop().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let events: Vec<serde_json::Value> = out
+        .json()
+        .into_iter()
+        .filter(|e| e["kind"] == "event" && e["pid"].as_u64() == Some(u64::from(pid)))
+        .filter(|e| e["syscall"] != "exec" && e["syscall"] != "exit")
+        .collect();
+    let names: Vec<String> = events.iter().map(|e| e["syscall"].to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "unshare",
+            "mount",
+            "mount",
+            "mount",
+            "mount",
+            "open_tree",
+            "move_mount",
+            "umount2",
+            "umount2"
+        ]
+        .map(|s| format!("\"{s}\"")),
+        "{events:#?}"
+    );
+    let res = |i: usize, arg: &str| -> (String, u64) {
+        let r = &events[i]["resolved"][arg];
+        assert!(
+            r.is_object(),
+            "{arg} of event {i} not resolved: {:#}",
+            events[i]
+        );
+        (
+            r["path"].as_str().unwrap().to_owned(),
+            r["mnt_id"].as_u64().unwrap(),
+        )
+    };
+    let at = |sub: &str| (format!("{d}/{sub}"), mnt_id);
+    // mount(2) onto the O_PATH fd: the argument is kept, the path is the directory.
+    assert_eq!(events[2]["target"], "/proc/self/fd/37");
+    assert_eq!(res(2, "target"), at("a"));
+    assert!(events[2]["resolved"]["source"].is_null(), "{:#}", events[2]);
+    // Relative to the cwd.
+    assert_eq!(events[3]["target"], "b");
+    assert_eq!(res(3, "target"), at("b"));
+    // A bind: relative source, /proc/thread-self target.
+    assert_eq!(res(4, "source"), at("b"));
+    assert_eq!(res(4, "target"), at("a"));
+    assert_eq!(res(5, "path"), at("c"));
+    // move_mount of a detached tree onto the fd: the tree has no path; the fd does.
+    assert_eq!(res(6, "to_path"), at("a"));
+    assert!(
+        events[6]["resolved"]["from_path"].is_null(),
+        "{:#}",
+        events[6]
+    );
+    assert_eq!(res(7, "target"), at("b"));
+    // umount2(".") inside the stack at `a`: the path of the cwd, on the top mount there.
+    let (path, top) = res(8, "target");
+    assert_eq!(path, format!("{d}/a"));
+    assert_ne!(top, mnt_id, "the cwd is on the mount stacked at a");
+}

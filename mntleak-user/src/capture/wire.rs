@@ -10,12 +10,14 @@ use bytes::{BufMut, BytesMut};
 
 use crate::model::{
     Action, ContainerInfo, Event, Fd, KStr, MntNs, MountInfo, NamespaceState, ProcessState,
-    Propagation, Record, Snapshot, Task, UnlinkCall,
+    Propagation, Record, ResolvedPath, Snapshot, Task, UnlinkCall,
 };
 
 pub const MAGIC: [u8; 8] = *b"MNTLEAK\0";
-/// Bumped on any incompatible change; readers refuse newer files.
-pub const FORMAT_VERSION: u16 = 1;
+/// Bumped on any incompatible change; readers refuse newer files and read older ones.
+/// 2: events may carry kernel-resolved paths (presence bits 3 and 4); version 1 files never set
+/// them, so they read unchanged.
+pub const FORMAT_VERSION: u16 = 2;
 /// A frame larger than this is corruption (a snapshot of 100k mounts is a few MiB).
 pub const MAX_FRAME: usize = 16 << 20;
 /// What one frame may decode to (strings are shared in the file but copied out per record, so a
@@ -331,7 +333,9 @@ impl Encoder {
         self.action(&e.action, p, out);
         let presence = u8::from(e.ret.is_some())
             | (u8::from(e.new_mnt_ns.is_some()) << 1)
-            | (u8::from(e.dir.is_some()) << 2);
+            | (u8::from(e.dir.is_some()) << 2)
+            | (u8::from(e.resolved[0].is_some()) << 3)
+            | (u8::from(e.resolved[1].is_some()) << 4);
         p.put_u8(presence);
         if let Some(r) = e.ret {
             put_varint(p, zigzag(r));
@@ -341,6 +345,10 @@ impl Encoder {
         }
         if let Some(d) = &e.dir {
             self.str_ref(d, p, out);
+        }
+        for r in e.resolved.iter().flatten() {
+            self.str_ref(&r.path, p, out);
+            put_varint(p, r.mnt_id);
         }
     }
 
@@ -663,7 +671,7 @@ impl Decoder {
         task.ts_ns = ts;
         let action = self.action(c)?;
         let presence = c.u8()?;
-        if presence & !7 != 0 {
+        if presence & !0x1f != 0 {
             return Err(format!("bad presence bits {presence:#x}"));
         }
         let ret = if presence & 1 != 0 {
@@ -681,12 +689,22 @@ impl Decoder {
         } else {
             None
         };
+        let mut resolved = [None, None];
+        for (i, r) in resolved.iter_mut().enumerate() {
+            if presence & (8 << i) != 0 {
+                *r = Some(ResolvedPath {
+                    path: self.kstr(c)?,
+                    mnt_id: c.varint()?,
+                });
+            }
+        }
         Ok(Event {
             task,
             action,
             ret,
             new_mnt_ns,
             dir,
+            resolved,
         })
     }
 

@@ -66,6 +66,15 @@ fn concerns_container(ev: &Event, c: &ContainerInfo) -> bool {
             && ((c.id.len() >= 12 && p.contains(&c.id[..12]))
                 || c.mount_paths.iter().any(|m| path_overlaps(p, m)))
     };
+    // A runc mount onto /proc/self/fd/N names the container by the path the kernel resolved.
+    if ev
+        .resolved
+        .iter()
+        .flatten()
+        .any(|r| names_container(r.path.as_str()))
+    {
+        return true;
+    }
     match &ev.action {
         Action::Unshare { flags } | Action::Clone { flags, .. } => flags & CLONE_NEWNS != 0,
         Action::Setns { .. } => true,

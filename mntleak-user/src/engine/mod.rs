@@ -3,7 +3,7 @@
 //! following the kernel's rules (man 7 mount_namespaces, Documentation/filesystems/
 //! sharedsubtree.rst), and raises `leak` / `at_risk` findings. No I/O, no clock, no /proc.
 
-mod paths;
+pub(crate) mod paths;
 mod rules;
 mod state;
 mod verdict;
@@ -115,6 +115,9 @@ pub struct Engine {
     /// Kernel facts waiting for the event stream to reach their read time (the ring buffer
     /// delivers events older than a fact after it).
     pending_facts: VecDeque<(u64, crate::model::MntNs, Vec<crate::model::MountInfo>)>,
+    /// The namespace of the record just applied when it was an event placed by paths the kernel
+    /// resolved (see [`crate::model::Event::placed_by_kernel_paths`]).
+    placed_in: Option<u64>,
     stats: EngineStats,
 }
 
@@ -156,6 +159,7 @@ impl Engine {
             resolved: VecDeque::new(),
             recent_symptoms: VecDeque::new(),
             pending_facts: VecDeque::new(),
+            placed_in: None,
             stats: EngineStats::default(),
         }
     }
@@ -163,6 +167,7 @@ impl Engine {
     /// Apply one record; returns findings raised or changed by it.
     pub fn apply(&mut self, rec: &Record) -> Vec<Finding> {
         self.stats.records += 1;
+        let placed_in = self.placed_in.take();
         match rec {
             Record::Snapshot(s) => self.apply_snapshot(s),
             Record::Event(e) => {
@@ -177,9 +182,19 @@ impl Engine {
                         self.apply_fact(ns, &mounts);
                     }
                 }
-                self.apply_event(e)
+                self.apply_event(e);
+                if e.placed_by_kernel_paths() {
+                    self.placed_in = Some(e.task.mnt_ns.id);
+                }
             }
             Record::Lost { count, .. } => self.stats.lost += count,
+            // The source re-reads a namespace right after a call it thinks cannot be placed by
+            // path (runc's fd targets, pivot_root, umount2(".")). When the kernel resolved its
+            // paths the event placed itself; the listing, read later and possibly after further
+            // calls whose records arrive after it, would only apply them twice.
+            Record::NamespaceMounts { ns, .. }
+                if placed_in == Some(ns.id)
+                    && self.ns.get(&ns.id).is_some_and(|n| n.mounts > 0) => {}
             Record::NamespaceMounts { ts_ns, ns, mounts } => {
                 // Read after the events before it in the stream, and often after some that
                 // follow it: applied when the stream reaches its time.

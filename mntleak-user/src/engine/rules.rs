@@ -350,20 +350,24 @@ impl Engine {
             let m = self.m(k);
             (m.shared, m.master, m.unbindable)
         };
+        // Kernel group numbers are reused once a group empties, so a number learned earlier may
+        // now name another group: where the model has a group for this role, that group is the
+        // identity and the fact only tells its current number.
         let map = |this: &mut Self, kg: Option<u32>, model: Option<u32>| -> Option<u32> {
             let kg = kg?;
-            match (this.kgroups.get(&kg).copied(), model) {
-                (Some(g), _) => Some(g),
-                (None, Some(g)) => {
-                    // Learn the kernel's number for a group the model made.
+            match model {
+                Some(g) => {
                     this.kgroups.insert(kg, g);
                     Some(g)
                 }
-                (None, None) => this.kgroup(Some(kg)),
+                None => this.kgroup(Some(kg)),
             }
         };
         let ks = map(self, p.shared, shared);
-        let km = map(self, p.master, master);
+        // A fact read after a make-slave the stream has not reached yet: the mount is a slave of
+        // the group it was a peer of.
+        let master_hint = master.or(if p.shared.is_none() { shared } else { None });
+        let km = map(self, p.master, master_hint);
         if ks == shared && km == master && p.unbindable == unb {
             return false;
         }
@@ -581,22 +585,21 @@ impl Engine {
         }
         let ret = e.ret.unwrap_or(0);
         let (root, dir) = match self.procs.get(&pid) {
-            Some(p) => (
-                p.root.clone(),
-                e.dir
-                    .as_ref()
-                    .map(|d| d.as_str().to_string())
-                    .or_else(|| p.cwd_guess.clone()),
-            ),
+            Some(p) => (p.root.clone(), e.dir.as_ref().map(|d| d.as_str())),
             None => (String::new(), None),
         };
-        let dir = dir.as_deref();
         // A relative path with no directory from the source cannot be placed: skip the event
-        // rather than guess (runc's pivot_root(".", ".") needs the cwd).
-        if dir.is_none() && action_has_relative_path(&e.action) {
+        // rather than guess.
+        if dir.is_none() && action_has_relative_path(&e.action, &e.resolved) {
             return;
         }
         let path = |p: &str| resolve(&root, dir, p);
+        // Path argument `i` (see `Action::path_args`): where the kernel resolved it at entry
+        // (runc's `/proc/self/fd/N` and ".", a dirfd), else as written.
+        let at = |i: usize, p: &str| match e.resolved_path(i) {
+            Some(r) => resolve(&root, Some(r), ""),
+            None => path(p),
+        };
         match &e.action {
             Action::Mount {
                 source,
@@ -608,8 +611,8 @@ impl Engine {
                 if flags & MS_MGC_MSK == MS_MGC_VAL {
                     flags &= !MS_MGC_MSK;
                 }
-                let target_unplaced = via_proc_fd(target.as_str());
-                let target = path(target.as_str());
+                let target_unplaced = e.resolved[1].is_none() && via_proc_fd(target.as_str());
+                let target = at(1, target.as_str());
                 if flags & MS_REMOUNT != 0 {
                     return;
                 }
@@ -623,14 +626,9 @@ impl Engine {
                         mount_flags(flags)
                     ),
                 );
-                if flags & MS_BIND != 0
-                    && path(source.as_str()) == target
-                    && runtime_init_comm(e.task.comm.as_str())
-                    && let Some(p) = self.procs.get_mut(&pid)
-                {
-                    p.cwd_guess = Some(target.clone());
-                }
-                let src_unplaced = flags & (MS_BIND | MS_MOVE) != 0 && via_proc_fd(source.as_str());
+                let src_unplaced = flags & (MS_BIND | MS_MOVE) != 0
+                    && e.resolved[0].is_none()
+                    && via_proc_fd(source.as_str());
                 if target_unplaced || via_proc_fd(&target) || src_unplaced {
                     // The kernel fact the source reads after this call shows the result.
                     if let Some(n) = self.ns.get_mut(&ns) {
@@ -651,7 +649,7 @@ impl Engine {
                         self.change_propagation(k, flags, flags & MS_REC != 0, &ev);
                     }
                 } else if flags & MS_BIND != 0 {
-                    let src = path(source.as_str());
+                    let src = at(0, source.as_str());
                     if let Some(mut seeds) = self.seeds_at(ns, &src, flags & MS_REC != 0, true) {
                         // The bind itself is a new mount its maker manages; submounts copied by
                         // rbind stay in their families (their owners' umounts matter).
@@ -659,7 +657,7 @@ impl Engine {
                         self.attach(ns, &target, seeds, &ev);
                     }
                 } else if flags & MS_MOVE != 0 {
-                    let src = path(source.as_str());
+                    let src = at(0, source.as_str());
                     self.do_move(ns, &src, &target, &ev);
                 } else {
                     let seed = self.new_fs_seed(source.as_str(), fstype.as_str());
@@ -667,7 +665,7 @@ impl Engine {
                 }
             }
             Action::Umount { target, flags } => {
-                let target = path(target.as_str());
+                let target = at(0, target.as_str());
                 if via_proc_fd(&target) {
                     return;
                 }
@@ -791,7 +789,7 @@ impl Engine {
                 }
             }
             Action::OpenTree { path: p, flags, .. } => {
-                let full = path(p.as_str());
+                let full = at(0, p.as_str());
                 let obj = if flags & OPEN_TREE_CLONE != 0 {
                     self.seeds_at(ns, &full, flags & AT_RECURSIVE != 0, true)
                         .map(|mut s| {
@@ -814,7 +812,7 @@ impl Engine {
                 flags,
                 ..
             } => {
-                let to = path(to_path.as_str());
+                let to = at(1, to_path.as_str());
                 let ev = self.evinfo(
                     e,
                     ns,
@@ -832,10 +830,16 @@ impl Engine {
                         {
                             self.do_move(ns, &mp, &to, &ev);
                         }
-                        _ => {}
+                        // Not an fd the model followed: the kernel's word for where it is.
+                        _ => {
+                            if let Some(from) = e.resolved_path(0) {
+                                let from = resolve(&root, Some(from), "");
+                                self.do_move(ns, &from, &to, &ev);
+                            }
+                        }
                     }
                 } else {
-                    let from = path(from_path.as_str());
+                    let from = at(0, from_path.as_str());
                     self.do_move(ns, &from, &to, &ev);
                 }
             }
@@ -848,7 +852,7 @@ impl Engine {
                 if *propagation == 0 {
                     return;
                 }
-                let full = path(p.as_str());
+                let full = at(0, p.as_str());
                 let ev = self.evinfo(
                     e,
                     ns,
@@ -859,17 +863,12 @@ impl Engine {
                 }
             }
             Action::PivotRoot { new_root, put_old } => {
-                let nr = path(new_root.as_str());
-                let po = path(put_old.as_str());
+                let nr = at(0, new_root.as_str());
+                let po = at(1, put_old.as_str());
                 self.pivot_root(ns, &nr, &po);
-                if let Some(p) = self.procs.get_mut(&pid)
-                    && p.cwd_guess.is_some()
-                {
-                    p.cwd_guess = Some("/".to_string());
-                }
             }
             Action::Chroot { path: p } => {
-                let full = path(p.as_str());
+                let full = at(0, p.as_str());
                 if let Some(pr) = self.procs.get_mut(&pid) {
                     pr.root = if full == "/" { String::new() } else { full };
                 }
@@ -1279,25 +1278,30 @@ fn via_proc_fd(p: &str) -> bool {
     (who == "self" || who == "thread-self" || who.bytes().all(|b| b.is_ascii_digit())) && fd == "fd"
 }
 
-/// Whether a path argument the engine needs is relative.
-fn action_has_relative_path(a: &Action) -> bool {
-    let rel = |p: &crate::model::KStr| !p.as_str().is_empty() && !p.as_str().starts_with('/');
+/// Whether a path argument the engine needs is relative and was not resolved by the kernel.
+fn action_has_relative_path(
+    a: &Action,
+    resolved: &[Option<crate::model::ResolvedPath>; 2],
+) -> bool {
+    let rel = |i: usize, p: &crate::model::KStr| {
+        !p.as_str().is_empty() && !p.as_str().starts_with('/') && resolved[i].is_none()
+    };
     match a {
         Action::Mount {
             source,
             target,
             flags,
             ..
-        } => rel(target) || (flags & (MS_BIND | MS_MOVE) != 0 && rel(source)),
-        Action::Umount { target, .. } => rel(target),
-        Action::Unlink { path, .. } => rel(path),
+        } => rel(1, target) || (flags & (MS_BIND | MS_MOVE) != 0 && rel(0, source)),
+        Action::Umount { target, .. } => rel(0, target),
+        Action::Unlink { path, .. } => rel(0, path),
         Action::OpenTree { path, .. }
         | Action::MountSetattr { path, .. }
-        | Action::Chroot { path } => rel(path),
+        | Action::Chroot { path } => rel(0, path),
         Action::MoveMount {
             from_path, to_path, ..
-        } => rel(from_path) || rel(to_path),
-        Action::PivotRoot { new_root, put_old } => rel(new_root) || rel(put_old),
+        } => rel(0, from_path) || rel(1, to_path),
+        Action::PivotRoot { new_root, put_old } => rel(0, new_root) || rel(1, put_old),
         _ => false,
     }
 }

@@ -122,9 +122,6 @@ pub(super) struct Proc {
     pub ns_change: Option<Ev>,
     /// Events of its own were seen: a late clone/fork record must not move it any more.
     pub own_events: bool,
-    /// A runtime init's working directory when the source could not read it: runc binds the
-    /// rootfs onto itself, chdirs there and calls pivot_root(".", "."), then works on ".".
-    pub cwd_guess: Option<String>,
 }
 
 #[derive(Debug)]

@@ -111,6 +111,7 @@ impl S {
             ret,
             new_mnt_ns: new_ns.map(ns),
             dir: None,
+            resolved: [None, None],
         };
         let f = self.eng.apply(&Record::Event(e));
         self.out.extend(f.clone());
@@ -984,6 +985,41 @@ fn debug_replay() {
 }
 
 impl S {
+    /// A successful call whose path arguments the kernel resolved to `res`.
+    fn resolved(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        in_ns: u64,
+        action: Action,
+        res: [Option<&str>; 2],
+    ) -> Vec<Finding> {
+        self.ts += 10;
+        let e = Event {
+            task: Task {
+                ts_ns: self.ts,
+                pid,
+                tid: pid,
+                comm: KStr::new(comm),
+                mnt_ns: ns(in_ns),
+                ..Default::default()
+            },
+            action,
+            ret: Some(0),
+            new_mnt_ns: None,
+            dir: None,
+            resolved: res.map(|r| {
+                r.map(|p| ResolvedPath {
+                    path: KStr::new(p),
+                    mnt_id: 0,
+                })
+            }),
+        };
+        let f = self.eng.apply(&Record::Event(e));
+        self.out.extend(f.clone());
+        f
+    }
+
     fn fact(&mut self, ns_id: u64, mounts: Vec<MountInfo>) -> Vec<Finding> {
         let f = self.eng.apply(&Record::NamespaceMounts {
             ts_ns: self.ts,
@@ -1315,6 +1351,120 @@ fn unplaced_runc_bind_is_learnt_from_the_fact_with_its_lineage() {
             .is_some_and(|c| c.detail.contains("MS_REC|MS_PRIVATE")),
         "{leak:#?}"
     );
+}
+
+/// runc's setup with the paths the kernel resolved at entry, and no kernel fact at all: the bind
+/// onto `/proc/self/fd/6`, `pivot_root(".", ".")` and `umount2(".")` are placed by path, so the
+/// copy of the netns file is known however late userspace would have read the namespace.
+#[test]
+fn runc_setup_is_placed_by_kernel_resolved_paths() {
+    let netns = mi(
+        5,
+        2,
+        "/run/netns/cni-1",
+        "net:[4026532001]",
+        "nsfs",
+        "nsfs",
+        (0, 4),
+        Some(5),
+        None,
+    );
+    let mut s = S::with_mounts(vec![netns]);
+    let runc = "runc:[2:INIT]";
+    let rootfs = "/ctr/rootfs";
+    let resolved = |s: &mut S, action: Action, res: [Option<&str>; 2]| {
+        s.resolved(700, runc, 50, action, res);
+    };
+    let mount = |source: &str, target: &str, flags: u64| Action::Mount {
+        source: KStr::new(source),
+        target: KStr::new(target),
+        fstype: KStr::new(""),
+        flags,
+    };
+    s.fork(1, "systemd", HOST, 700);
+    s.unshare(700, "runc:[1:CHILD]", HOST, 50);
+    s.mount(700, runc, 50, "none", "/", "", MS_REC | MS_SLAVE);
+    s.mount(700, runc, 50, rootfs, rootfs, "", MS_BIND | MS_REC);
+    let pod_root = "/ctr/rootfs/rootfs";
+    resolved(
+        &mut s,
+        mount("/", "/proc/self/fd/6", MS_BIND | MS_REC),
+        [None, Some(pod_root)],
+    );
+    resolved(
+        &mut s,
+        mount("", "/proc/self/fd/6", MS_REC | MS_PRIVATE),
+        [None, Some(pod_root)],
+    );
+    assert!(s.has(50, "/ctr/rootfs/rootfs/run/netns/cni-1"));
+    resolved(
+        &mut s,
+        Action::PivotRoot {
+            new_root: KStr::new("."),
+            put_old: KStr::new("."),
+        },
+        [Some(rootfs), Some(rootfs)],
+    );
+    resolved(&mut s, mount("", ".", MS_REC | MS_SLAVE), [None, Some("/")]);
+    resolved(
+        &mut s,
+        Action::Umount {
+            target: KStr::new("."),
+            flags: MNT_DETACH,
+        },
+        [Some("/"), None],
+    );
+    // The old root is gone; the pod's /rootfs copy stays, private.
+    let t: Vec<String> = s
+        .eng
+        .mount_table(50)
+        .into_iter()
+        .map(|m| m.mountpoint)
+        .collect();
+    assert!(t.contains(&"/rootfs/run/netns/cni-1".to_string()), "{t:#?}");
+    assert!(!t.contains(&"/run/netns/cni-1".to_string()), "{t:#?}");
+    assert!(!t.iter().any(|m| m.starts_with("/proc/self")), "{t:#?}");
+    let f = s.umount(1, "ip", HOST, "/run/netns/cni-1", MNT_DETACH, 0);
+    let leak = f
+        .iter()
+        .find(|f| f.kind == FindingKind::Leak && f.mount.path_in_ns == "/rootfs/run/netns/cni-1")
+        .unwrap_or_else(|| panic!("{f:#?}"));
+    let by = leak.leaked_by.as_ref().unwrap();
+    assert_eq!(by.syscall, "mount", "{leak:#?}");
+    // The detail names where the bind went, not the fd.
+    assert!(by.detail.contains(pod_root), "{leak:#?}");
+}
+
+/// The source re-reads a namespace after runc-style calls; when the kernel resolved the call's
+/// paths the listing is redundant, and one read late (here: after everything was unmounted) must
+/// not undo what the event placed. A listing after any other event still counts.
+#[test]
+fn a_listing_after_a_kernel_resolved_call_is_redundant() {
+    let mut s = S::new();
+    s.fork(1, "systemd", HOST, 700);
+    s.unshare(700, "runc:[1:CHILD]", HOST, 50);
+    let late = || vec![mi(90, 0, "/", "/", "ext4", "/dev/sda1", (8, 1), None, None)];
+    s.resolved(
+        700,
+        "runc:[2:INIT]",
+        50,
+        Action::Mount {
+            source: KStr::new("tmpfs"),
+            target: KStr::new("/proc/self/fd/6"),
+            fstype: KStr::new("tmpfs"),
+            flags: 0,
+        },
+        [None, Some("/run/x")],
+    );
+    s.fact(50, late());
+    // Facts wait for the stream to reach their time.
+    s.fork(1, "systemd", HOST, 701);
+    assert!(s.has(50, "/run/x") && s.has(50, "/proc"));
+    // After an ordinary event, the same listing is the kernel's word.
+    s.mount(701, "sh", HOST, "tmpfs", "/run/y", "tmpfs", 0);
+    s.fact(50, late());
+    s.fork(1, "systemd", HOST, 702);
+    assert!(!s.has(50, "/run/x") && !s.has(50, "/proc"));
 }
 
 /// The host's own /dev/shm copied into a service namespace is not a container mount.

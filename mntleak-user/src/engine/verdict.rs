@@ -67,16 +67,14 @@ impl Engine {
                 return true;
             }
         }
+        // One of its mounts, exactly: what lies below a bind source (another container's rootfs
+        // under a bound /var/lib/docker, a pod's volumes under /var/lib/kubelet) is the copy that
+        // leaks, not the container's own. Below its rootfs is covered above.
         self.cfg
             .focus
             .iter()
             .chain(self.containers.iter())
-            .any(|c| {
-                c.mnt_ns.id == ns
-                    && c.mount_paths
-                        .iter()
-                        .any(|p| f.path == *p || super::paths::strip(&f.path, p).is_some())
-            })
+            .any(|c| c.mnt_ns.id == ns && c.mount_paths.contains(&f.path))
     }
 
     /// A copy a container runtime's init made by creating its namespace: runc pivots away
@@ -453,11 +451,12 @@ impl Engine {
 
     /// A failed call: remember it, link it to open findings, and detect stranded mounts.
     pub(super) fn symptom(&mut self, e: &Event, ns: u64, ret: i64) {
-        let (path, source) = match &e.action {
-            Action::Umount { target, .. } => (target.as_str(), None),
-            Action::Unlink { path, .. } => (path.as_str(), None),
-            Action::Mount { source, target, .. } => (target.as_str(), Some(source.as_str())),
-            Action::MoveMount { to_path, .. } => (to_path.as_str(), None),
+        // The path argument that failed, by its slot in `e.resolved`.
+        let (path, slot, source) = match &e.action {
+            Action::Umount { target, .. } => (target.as_str(), 0, None),
+            Action::Unlink { path, .. } => (path.as_str(), 0, None),
+            Action::Mount { source, target, .. } => (target.as_str(), 1, Some(source.as_str())),
+            Action::MoveMount { to_path, .. } => (to_path.as_str(), 1, None),
             _ => return,
         };
         let root = self
@@ -465,7 +464,10 @@ impl Engine {
             .get(&e.task.pid)
             .map(|p| p.root.clone())
             .unwrap_or_default();
-        let full = super::paths::resolve(&root, e.dir.as_ref().map(|d| d.as_str()), path);
+        let full = match e.resolved_path(slot) {
+            Some(r) => super::paths::resolve(&root, Some(r), ""),
+            None => super::paths::resolve(&root, e.dir.as_ref().map(|d| d.as_str()), path),
+        };
         let errno = errno_name(ret);
         let s = Symptom {
             pid: e.task.pid,

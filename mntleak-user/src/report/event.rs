@@ -212,6 +212,12 @@ pub fn event_line(ev: &Event, wall_ns: i64) -> String {
     if let Some(d) = &ev.dir {
         let _ = write!(s, " (dir {})", qs(d));
     }
+    // What an fd, dirfd or cwd argument named, when the kernel resolved it.
+    for (arg, r) in ev.action.path_args().iter().zip(&ev.resolved) {
+        if let (Some((name, _)), Some(r)) = (arg, r) {
+            let _ = write!(s, " ({name} {})", qs(&r.path));
+        }
+    }
     s
 }
 
@@ -386,6 +392,18 @@ pub fn event_json(ev: &Event, wall_ns: i64) -> Value {
     }
     if let Some(d) = &ev.dir {
         kstr_json(&mut m, &mut tr, "dir", d);
+    }
+    let mut resolved = Map::new();
+    for (arg, r) in ev.action.path_args().iter().zip(&ev.resolved) {
+        if let (Some((name, _)), Some(r)) = (arg, r) {
+            resolved.insert(
+                (*name).into(),
+                json!({"path": r.path.text, "mnt_id": r.mnt_id}),
+            );
+        }
+    }
+    if !resolved.is_empty() {
+        m.insert("resolved".into(), Value::Object(resolved));
     }
     if !tr.is_empty() {
         m.insert("truncated".into(), Value::Array(tr));

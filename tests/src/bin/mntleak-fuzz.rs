@@ -214,6 +214,13 @@ fn generated_seeds() -> Vec<(String, Vec<u8>)> {
             ret: [Some(0), Some(-16), None][i % 3],
             new_mnt_ns: (i % 4 == 0).then_some(ns),
             dir: (i % 5 == 0).then(|| k("/run")),
+            resolved: [
+                (i % 3 == 0).then(|| ResolvedPath {
+                    path: k("/run/c/rootfs"),
+                    mnt_id: i as u64,
+                }),
+                None,
+            ],
         }));
     }
     all.push(Record::Lost {

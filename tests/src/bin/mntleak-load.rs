@@ -378,6 +378,7 @@ impl Gen {
             ret,
             new_mnt_ns,
             dir: None,
+            resolved: [None, None],
         })
     }
 
