@@ -92,6 +92,8 @@ pub enum LiveError {
     },
     #[error("no eBPF program could be attached (first failure: {0})")]
     NothingAttached(String),
+    #[error("cannot read the initial mount state: {0}")]
+    Snapshot(#[source] crate::sys::SysError),
 }
 
 /// An attached tracer. Dropping it detaches every program.

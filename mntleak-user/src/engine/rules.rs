@@ -1,6 +1,6 @@
 //! The kernel's rules, one handler per record kind and per action.
 
-use super::HashMap;
+use super::{HashMap, HashSet};
 use crate::report::names::{clone_flags, mount_flags, umount_flags};
 use std::sync::Arc;
 
@@ -329,8 +329,14 @@ impl Engine {
                     None => m.fstype == mi.fstype.as_str(),
                 }
         };
+        // In a stack of look-alikes (two tmpfs at one place) the source tells them apart.
+        let same_source = |k: MKey| self.m(k).source == mi.source.as_str();
         // Topmost first: a stack's hidden lower mounts are what the listing may leave out.
-        if let Some(k) = free().rfind(|&k| self.m(k).kernel_id.is_none() && same_obj(k)) {
+        let unnamed = |k: MKey| self.m(k).kernel_id.is_none() && same_obj(k);
+        if let Some(k) = free()
+            .rfind(|&k| unnamed(k) && same_source(k))
+            .or_else(|| free().rfind(|&k| unnamed(k)))
+        {
             return Some(k);
         }
         if let Some(k) = free().rfind(|&k| same_obj(k)) {
@@ -338,10 +344,13 @@ impl Engine {
         }
         // The model's filesystem identity can differ from the kernel's device (a mount made by
         // an event): same kind and root at the same place is the same mount.
-        free().rfind(|&k| {
+        let alike = |k: MKey| {
             let m = self.m(k);
             m.kernel_id.is_none() && m.root == root && m.fstype == mi.fstype.as_str()
-        })
+        };
+        free()
+            .rfind(|&k| alike(k) && same_source(k))
+            .or_else(|| free().rfind(|&k| alike(k)))
     }
 
     /// Takes the kernel's propagation for mount `k`; true if it changed.
@@ -350,20 +359,24 @@ impl Engine {
             let m = self.m(k);
             (m.shared, m.master, m.unbindable)
         };
+        // Kernel group numbers are reused once a group empties, so a number learned earlier may
+        // now name another group: where the model has a group for this role, that group is the
+        // identity and the fact only tells its current number.
         let map = |this: &mut Self, kg: Option<u32>, model: Option<u32>| -> Option<u32> {
             let kg = kg?;
-            match (this.kgroups.get(&kg).copied(), model) {
-                (Some(g), _) => Some(g),
-                (None, Some(g)) => {
-                    // Learn the kernel's number for a group the model made.
+            match model {
+                Some(g) => {
                     this.kgroups.insert(kg, g);
                     Some(g)
                 }
-                (None, None) => this.kgroup(Some(kg)),
+                None => this.kgroup(Some(kg)),
             }
         };
         let ks = map(self, p.shared, shared);
-        let km = map(self, p.master, master);
+        // A fact read after a make-slave the stream has not reached yet: the mount is a slave of
+        // the group it was a peer of.
+        let master_hint = master.or(if p.shared.is_none() { shared } else { None });
+        let km = map(self, p.master, master_hint);
         if ks == shared && km == master && p.unbindable == unb {
             return false;
         }
@@ -650,6 +663,11 @@ impl Engine {
                     {
                         self.change_propagation(k, flags, flags & MS_REC != 0, &ev);
                     }
+                } else if flags & MS_BIND != 0
+                    && let Some(seed) = self.nsfs_seed(e, source.as_str())
+                {
+                    // `ip netns add`: a bind of /proc/self/ns/net is a namespace file, not procfs.
+                    self.attach(ns, &target, vec![seed], &ev);
                 } else if flags & MS_BIND != 0 {
                     let src = path(source.as_str());
                     if let Some(mut seeds) = self.seeds_at(ns, &src, flags & MS_REC != 0, true) {
@@ -899,6 +917,33 @@ impl Engine {
         }
     }
 
+    /// The nsfs object a bind of `/proc/self/ns/{net,mnt}` mounts, as the kernel lists it
+    /// (`net:[inum]`); other processes' namespace files are left to the kernel facts.
+    fn nsfs_seed(&mut self, e: &Event, source: &str) -> Option<Seed> {
+        let rest = source.strip_prefix("/proc/")?;
+        let (who, kind) = rest.split_once("/ns/")?;
+        let inum = match (who, kind) {
+            ("self" | "thread-self", "net") => e.task.net_ns_inum,
+            ("self" | "thread-self", "mnt") => e.task.mnt_ns.inum,
+            _ => return None,
+        };
+        if inum == 0 {
+            return None;
+        }
+        let fs = self
+            .mounts
+            .iter()
+            .flatten()
+            .find(|m| m.fstype == "nsfs")
+            .map(|m| m.fs);
+        let mut seed = self.new_fs_seed("nsfs", "nsfs");
+        if let Some(fs) = fs {
+            seed.fs = fs;
+        }
+        seed.root = format!("{kind}:[{inum}]");
+        Some(seed)
+    }
+
     fn new_fs_seed(&mut self, source: &str, fstype: &str) -> Seed {
         // Block devices keep one superblock however often they are mounted.
         let fs = if source.starts_with("/dev/") {
@@ -993,7 +1038,7 @@ impl Engine {
             }
         }
         let keys = self.instantiate(ns, Some(dest), target, &seeds, Some(ev));
-        self.propagate_attach(dest, target, &keys, ev);
+        self.propagate_attach(dest, target, &keys, false, ev);
     }
 
     fn unindex_paths(&mut self, k: MKey) {
@@ -1070,7 +1115,7 @@ impl Engine {
         for &x in &sub {
             self.index_paths(x);
         }
-        self.propagate_attach(dest, to, &sub, ev);
+        self.propagate_attach(dest, to, &sub, true, ev);
     }
 
     /// pivot_root: `new_root` becomes "/", the old root hangs at `put_old`.
@@ -1144,12 +1189,12 @@ impl Engine {
             })
             .collect();
         let cause = Cause::Umount(ev.clone());
-        for &x in &extra {
-            if self.alive(x) {
-                self.remove_subtree(x, &cause);
-            }
-        }
-        for &x in set.iter().rev() {
+        let gone: HashSet<MKey> = set.iter().chain(&extra).copied().collect();
+        self.reparent_survivors(&gone);
+        // Children before parents, so that no removal orphans a mount still in the model.
+        let mut order: Vec<MKey> = gone.iter().copied().collect();
+        order.sort_by_key(|&x| std::cmp::Reverse(self.depth(x)));
+        for x in order {
             if self.alive(x) {
                 self.remove_mount(x, &cause);
             }
