@@ -1216,6 +1216,31 @@ impl Engine {
             self.dentry_of(on, full)
         };
         let Some(d) = dentry else { return };
+        // Mounts of the removed directory itself (binds of it) now have a deleted root: a new
+        // directory made at that path is another dentry, and propagation there never reaches
+        // them (the kernel lists such a root as `<path>//deleted`).
+        let dead_roots: Vec<MKey> = self
+            .mounts
+            .iter()
+            .enumerate()
+            .filter_map(|(k, m)| m.as_ref().map(|m| (k as MKey, m)))
+            .filter(|(_, m)| m.fs == d.0 && m.root == d.1 && m.fstype != "nsfs")
+            .map(|(k, _)| k)
+            .collect();
+        for k in dead_roots {
+            let old = self.m(k).root.clone();
+            let root = format!("{old}//deleted");
+            // Keep the name index in step with the new root.
+            let b = basename(&old).to_string();
+            if let Some(c) = self.mp_base.get_mut(&b) {
+                *c -= 1;
+                if *c == 0 {
+                    self.mp_base.remove(&b);
+                }
+            }
+            *self.mp_base.entry(basename(&root).to_string()).or_default() += 1;
+            self.mm(k).root = root;
+        }
         let victims: Vec<MKey> = self
             .mp_index
             .get(&d)

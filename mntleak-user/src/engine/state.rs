@@ -293,6 +293,9 @@ impl Engine {
             .mp_base
             .entry(basename(&m.mountpoint).to_string())
             .or_default() += 1;
+        if let Some(b) = root_base(&m) {
+            *self.mp_base.entry(b.to_string()).or_default() += 1;
+        }
         if m.fstype == "nsfs"
             && let Some(inum) = nsfs_mnt_inum(&m.root)
         {
@@ -345,11 +348,15 @@ impl Engine {
                 self.mp_index.remove(d);
             }
         }
-        let b = basename(&m.mountpoint);
-        if let Some(c) = self.mp_base.get_mut(b) {
-            *c -= 1;
-            if *c == 0 {
-                self.mp_base.remove(b);
+        for b in [Some(basename(&m.mountpoint)), root_base(&m)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = self.mp_base.get_mut(b) {
+                *c -= 1;
+                if *c == 0 {
+                    self.mp_base.remove(b);
+                }
             }
         }
         if m.fstype == "nsfs"
@@ -1021,6 +1028,12 @@ impl Engine {
         }
         out
     }
+}
+
+/// The basename of a bind mount's root directory: removing that directory matters to the mount
+/// (its root is then a deleted dentry), so the unlink rule must not skip the name.
+pub(super) fn root_base(m: &Mount) -> Option<&str> {
+    (m.root != "/" && m.fstype != "nsfs").then(|| basename(&m.root))
 }
 
 /// `mnt:[4026531841]` -> 4026531841.
