@@ -70,6 +70,9 @@ pub struct EngineStats {
     pub at_risk: usize,
 }
 
+/// Dead namespaces remembered (see `Engine::recently_dead`).
+const RECENTLY_DEAD: usize = 8192;
+
 /// Resolved findings kept at most (oldest dropped), so a days-long run stays flat.
 const MAX_RESOLVED: usize = 4096;
 
@@ -115,6 +118,11 @@ pub struct Engine {
     /// Kernel facts waiting for the event stream to reach their read time (the ring buffer
     /// delivers events older than a fact after it).
     pending_facts: VecDeque<(u64, crate::model::MntNs, Vec<crate::model::MountInfo>)>,
+    /// Namespaces seen dying, most recent last: a kernel fact read in the moment between a
+    /// process's exit event and its namespace's end must not bring the namespace back (it would
+    /// never die again). Namespace ids are never reused, so remembering recent ones suffices.
+    recently_dead: VecDeque<u64>,
+    recently_dead_set: HashSet<u64>,
     stats: EngineStats,
 }
 
@@ -156,6 +164,8 @@ impl Engine {
             resolved: VecDeque::new(),
             recent_symptoms: VecDeque::new(),
             pending_facts: VecDeque::new(),
+            recently_dead: VecDeque::new(),
+            recently_dead_set: HashSet::default(),
             stats: EngineStats::default(),
         }
     }

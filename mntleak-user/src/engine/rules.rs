@@ -246,6 +246,9 @@ impl Engine {
     /// model has, add what it lacks (linked to what they copy), and drop model mounts only where
     /// the kernel's listing would have shown them (under a mount it lists).
     pub(super) fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo]) {
+        if self.recently_dead_set.contains(&ns.id) {
+            return;
+        }
         let first = self.ns.get(&ns.id).is_none_or(|n| n.mounts == 0);
         let (ctx, prop_ev) = {
             let n = self.ensure_ns(ns);
@@ -448,6 +451,14 @@ impl Engine {
             }
         }
         self.ns.remove(&id);
+        if self.recently_dead_set.insert(id) {
+            self.recently_dead.push_back(id);
+            if self.recently_dead.len() > super::RECENTLY_DEAD
+                && let Some(old) = self.recently_dead.pop_front()
+            {
+                self.recently_dead_set.remove(&old);
+            }
+        }
         // A gone container's own namespace no longer needs recognising: keeps the list (scanned
         // per mount) the size of the live node, not of its history.
         self.containers.retain(|c| c.mnt_ns.id != id);
