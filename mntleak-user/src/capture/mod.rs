@@ -380,7 +380,7 @@ impl Drop for CaptureWriter {
 /// One open file of the set being read.
 struct Source {
     path: PathBuf,
-    src: Box<dyn Read + Send>,
+    src: Box<dyn Read>,
     buf: Vec<u8>,
     pos: usize,
     /// File offset of `buf[0]`.
@@ -581,10 +581,7 @@ impl CaptureReader {
     }
 
     /// A capture from any byte stream; `name` is used in errors.
-    pub fn from_reader(
-        name: impl Into<PathBuf>,
-        r: Box<dyn Read + Send>,
-    ) -> Result<Self, CaptureError> {
+    pub fn from_reader(name: impl Into<PathBuf>, r: Box<dyn Read>) -> Result<Self, CaptureError> {
         let name = name.into();
         let mut src = new_source(name.clone(), r, false);
         let header = src.header()?;
@@ -663,7 +660,7 @@ impl Iterator for CaptureReader {
     }
 }
 
-fn new_source(path: PathBuf, src: Box<dyn Read + Send>, skip_preamble: bool) -> Source {
+fn new_source(path: PathBuf, src: Box<dyn Read>, skip_preamble: bool) -> Source {
     Source {
         path,
         src,
