@@ -14,5 +14,6 @@ pub mod live;
 pub mod model;
 pub mod report;
 pub mod snapshot;
+pub mod source;
 pub mod sys;
 pub mod uapi;

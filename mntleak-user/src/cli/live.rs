@@ -13,9 +13,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::capture::{CaptureWriter, RotateOptions};
-use crate::live::{LiveOptions, Tracer, monotonic_ns, monotonic_to_wall_ns};
+use crate::live::{LiveOptions, monotonic_to_wall_ns};
 use crate::model::{CaptureHeader, ContainerInfo, Record};
-use crate::snapshot::{NamespaceWatcher, take_snapshot};
+use crate::source::LiveSource;
 
 use super::{EXIT_LEAK, Filter, LiveArgs, Pipeline};
 
@@ -80,22 +80,22 @@ async fn trace(
     ring_bytes: u32,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut tracer =
-        Tracer::attach(&LiveOptions { ring_bytes }).context("cannot attach the eBPF programs")?;
+    let (mut source, snapshot) =
+        LiveSource::start(&LiveOptions { ring_bytes }).context("cannot start tracing")?;
     tracing::info!(attach_ms = started.elapsed().as_millis() as u64, "attached");
-    if !tracer.missing().is_empty() {
+    let missing = source.tracer().missing().to_vec();
+    if !missing.is_empty() {
         eprintln!(
             "mntleak-trace: degraded run, cannot trace: {}",
-            tracer.missing().join(", ")
+            missing.join(", ")
         );
     }
-    let snapshot = take_snapshot(monotonic_ns()).context("cannot read the initial mount state")?;
     let header = CaptureHeader {
         format_version: crate::capture::FORMAT_VERSION,
         kernel_release: kernel_release(),
         hostname: hostname(),
         monotonic_to_wall_ns: monotonic_to_wall_ns(),
-        missing: tracer.missing().to_vec(),
+        missing,
     };
     let mut writer = match &args.output {
         Some(path) => Some(
@@ -131,7 +131,6 @@ async fn trace(
             BufWriter::new(stdout),
         ),
         writer: writer.take(),
-        watcher: NamespaceWatcher::new(&snapshot),
         write_error: None,
         container_setup_at: None,
     };
@@ -142,10 +141,11 @@ async fn trace(
 
     // Tests and wrappers wait for this line: from here on, every event is recorded.
     eprintln!("mntleak-trace: tracing; Ctrl-C or SIGTERM ends the run with a summary");
-    // SAFETY: the ring fd is owned by `tracer`, which is dropped only after `ring` (below).
-    let ring =
-        unsafe { AsyncFd::register_with_interest(RingFd(tracer.ring_fd()), Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    // SAFETY: the ring fd is owned by `source`, which is dropped only after `ring` (below).
+    let ring = unsafe {
+        AsyncFd::register_with_interest(RingFd(source.tracer().ring_fd()), Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let deadline = args
@@ -162,7 +162,7 @@ async fn trace(
         tokio::select! {
             guard = ring.readable() => {
                 let mut guard = guard.context("ring buffer poll failed")?;
-                let n = tracer.drain(&mut batch, BATCH);
+                let n = source.drain(&mut batch, BATCH);
                 if n < BATCH {
                     guard.clear_ready();
                 }
@@ -173,14 +173,14 @@ async fn trace(
             _ = tick.tick() => {
                 // Bounded, so a flood cannot starve signals; the readable branch takes the rest.
                 for _ in 0..8 {
-                    if tracer.drain(&mut batch, BATCH) == 0 {
+                    if source.drain(&mut batch, BATCH) == 0 {
                         break;
                     }
                     for rec in batch.drain(..) {
                         sink.feed(rec)?;
                     }
                 }
-                if let Some(lost) = tracer.take_losses() {
+                if let Some(lost) = source.take_losses() {
                     sink.feed(lost)?;
                 }
                 if last_flush.elapsed() >= FLUSH_EVERY {
@@ -209,16 +209,16 @@ async fn trace(
         }
     }
     // Detach first, then take what is still in the ring.
-    while tracer.drain(&mut batch, BATCH) > 0 {
+    while source.drain(&mut batch, BATCH) > 0 {
         for rec in batch.drain(..) {
             sink.feed(rec)?;
         }
     }
-    if let Some(lost) = tracer.take_losses() {
+    if let Some(lost) = source.take_losses() {
         sink.feed(lost)?;
     }
     drop(ring);
-    drop(tracer);
+    drop(source);
     sink.flush()?;
     let outcome = sink.pipeline.finish().context("cannot write to stdout")?;
     if let Some(e) = sink.write_error {
@@ -239,11 +239,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Where every record goes: the capture first (nothing recorded is lost to a display error), then
-/// the namespace watcher (which may add facts), then the pipeline.
+/// the pipeline.
 struct Sink<W: std::io::Write> {
     pipeline: Pipeline<W>,
     writer: Option<CaptureWriter>,
-    watcher: NamespaceWatcher,
     /// A capture write failure ends capturing but not the run: the verdict still prints.
     write_error: Option<anyhow::Error>,
     /// When a container init last pivoted into its rootfs.
@@ -257,18 +256,7 @@ impl<W: std::io::Write> Sink<W> {
         {
             self.container_setup_at = Some(Instant::now());
         }
-        let fact = match &rec {
-            Record::Event(ev) if needs_kernel_view(ev) => {
-                self.watcher.refresh(ev.task.mnt_ns, monotonic_ns())
-            }
-            Record::Event(ev) => self.watcher.observe(ev, monotonic_ns()),
-            _ => None,
-        };
-        self.record(&rec)?;
-        if let Some(fact) = fact {
-            self.record(&fact)?;
-        }
-        Ok(())
+        self.record(&rec)
     }
 
     fn record(&mut self, rec: &Record) -> anyhow::Result<()> {
@@ -295,23 +283,6 @@ impl<W: std::io::Write> Sink<W> {
         self.write_error
             .get_or_insert(e.context("the capture is incomplete"));
     }
-}
-
-/// A successful call the engine cannot place by path: runc mounts onto `/proc/self/fd/N` (an
-/// O_PATH fd), and after `pivot_root(".", ".")` detaches the old root with `umount2(".")`; the
-/// cwd those relative paths mean is gone by the time we could read it. The kernel's view of the
-/// namespace, read right after, tells what the call did.
-fn needs_kernel_view(ev: &crate::model::Event) -> bool {
-    use crate::model::Action;
-    let unplaceable = |p: &str| p.starts_with("/proc/") || !p.starts_with('/');
-    ev.ret == Some(0)
-        && match &ev.action {
-            Action::Mount { target, .. } => unplaceable(target.as_str()),
-            Action::MoveMount { to_path, .. } => unplaceable(to_path.as_str()),
-            Action::Umount { target, .. } => unplaceable(target.as_str()),
-            Action::PivotRoot { .. } => true,
-            _ => false,
-        }
 }
 
 /// Running containers that this run has not recorded yet.

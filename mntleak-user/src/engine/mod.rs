@@ -70,6 +70,9 @@ pub struct EngineStats {
     pub at_risk: usize,
 }
 
+/// Dead namespaces remembered (see `Engine::recently_dead`).
+const RECENTLY_DEAD: usize = 8192;
+
 /// Resolved findings kept at most (oldest dropped), so a days-long run stays flat.
 const MAX_RESOLVED: usize = 4096;
 
@@ -118,6 +121,11 @@ pub struct Engine {
     /// The namespace of the record just applied when it was an event placed by paths the kernel
     /// resolved (see [`crate::model::Event::placed_by_kernel_paths`]).
     placed_in: Option<u64>,
+    /// Namespaces seen dying, most recent last: a kernel fact read in the moment between a
+    /// process's exit event and its namespace's end must not bring the namespace back (it would
+    /// never die again). Namespace ids are never reused, so remembering recent ones suffices.
+    recently_dead: VecDeque<u64>,
+    recently_dead_set: HashSet<u64>,
     stats: EngineStats,
 }
 
@@ -160,6 +168,8 @@ impl Engine {
             recent_symptoms: VecDeque::new(),
             pending_facts: VecDeque::new(),
             placed_in: None,
+            recently_dead: VecDeque::new(),
+            recently_dead_set: HashSet::default(),
             stats: EngineStats::default(),
         }
     }

@@ -1,6 +1,6 @@
 //! The kernel's rules, one handler per record kind and per action.
 
-use super::HashMap;
+use super::{HashMap, HashSet};
 use crate::report::names::{clone_flags, mount_flags, umount_flags};
 use std::sync::Arc;
 
@@ -246,6 +246,9 @@ impl Engine {
     /// model has, add what it lacks (linked to what they copy), and drop model mounts only where
     /// the kernel's listing would have shown them (under a mount it lists).
     pub(super) fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo]) {
+        if self.recently_dead_set.contains(&ns.id) {
+            return;
+        }
         let first = self.ns.get(&ns.id).is_none_or(|n| n.mounts == 0);
         let (ctx, prop_ev) = {
             let n = self.ensure_ns(ns);
@@ -329,8 +332,14 @@ impl Engine {
                     None => m.fstype == mi.fstype.as_str(),
                 }
         };
+        // In a stack of look-alikes (two tmpfs at one place) the source tells them apart.
+        let same_source = |k: MKey| self.m(k).source == mi.source.as_str();
         // Topmost first: a stack's hidden lower mounts are what the listing may leave out.
-        if let Some(k) = free().rfind(|&k| self.m(k).kernel_id.is_none() && same_obj(k)) {
+        let unnamed = |k: MKey| self.m(k).kernel_id.is_none() && same_obj(k);
+        if let Some(k) = free()
+            .rfind(|&k| unnamed(k) && same_source(k))
+            .or_else(|| free().rfind(|&k| unnamed(k)))
+        {
             return Some(k);
         }
         if let Some(k) = free().rfind(|&k| same_obj(k)) {
@@ -338,10 +347,13 @@ impl Engine {
         }
         // The model's filesystem identity can differ from the kernel's device (a mount made by
         // an event): same kind and root at the same place is the same mount.
-        free().rfind(|&k| {
+        let alike = |k: MKey| {
             let m = self.m(k);
             m.kernel_id.is_none() && m.root == root && m.fstype == mi.fstype.as_str()
-        })
+        };
+        free()
+            .rfind(|&k| alike(k) && same_source(k))
+            .or_else(|| free().rfind(|&k| alike(k)))
     }
 
     /// Takes the kernel's propagation for mount `k`; true if it changed.
@@ -439,6 +451,14 @@ impl Engine {
             }
         }
         self.ns.remove(&id);
+        if self.recently_dead_set.insert(id) {
+            self.recently_dead.push_back(id);
+            if self.recently_dead.len() > super::RECENTLY_DEAD
+                && let Some(old) = self.recently_dead.pop_front()
+            {
+                self.recently_dead_set.remove(&old);
+            }
+        }
         // A gone container's own namespace no longer needs recognising: keeps the list (scanned
         // per mount) the size of the live node, not of its history.
         self.containers.retain(|c| c.mnt_ns.id != id);
@@ -648,6 +668,11 @@ impl Engine {
                     {
                         self.change_propagation(k, flags, flags & MS_REC != 0, &ev);
                     }
+                } else if flags & MS_BIND != 0
+                    && let Some(seed) = self.nsfs_seed(e, source.as_str())
+                {
+                    // `ip netns add`: a bind of /proc/self/ns/net is a namespace file, not procfs.
+                    self.attach(ns, &target, vec![seed], &ev);
                 } else if flags & MS_BIND != 0 {
                     let src = at(0, source.as_str());
                     if let Some(mut seeds) = self.seeds_at(ns, &src, flags & MS_REC != 0, true) {
@@ -898,6 +923,33 @@ impl Engine {
         }
     }
 
+    /// The nsfs object a bind of `/proc/self/ns/{net,mnt}` mounts, as the kernel lists it
+    /// (`net:[inum]`); other processes' namespace files are left to the kernel facts.
+    fn nsfs_seed(&mut self, e: &Event, source: &str) -> Option<Seed> {
+        let rest = source.strip_prefix("/proc/")?;
+        let (who, kind) = rest.split_once("/ns/")?;
+        let inum = match (who, kind) {
+            ("self" | "thread-self", "net") => e.task.net_ns_inum,
+            ("self" | "thread-self", "mnt") => e.task.mnt_ns.inum,
+            _ => return None,
+        };
+        if inum == 0 {
+            return None;
+        }
+        let fs = self
+            .mounts
+            .iter()
+            .flatten()
+            .find(|m| m.fstype == "nsfs")
+            .map(|m| m.fs);
+        let mut seed = self.new_fs_seed("nsfs", "nsfs");
+        if let Some(fs) = fs {
+            seed.fs = fs;
+        }
+        seed.root = format!("{kind}:[{inum}]");
+        Some(seed)
+    }
+
     fn new_fs_seed(&mut self, source: &str, fstype: &str) -> Seed {
         // Block devices keep one superblock however often they are mounted.
         let fs = if source.starts_with("/dev/") {
@@ -992,7 +1044,7 @@ impl Engine {
             }
         }
         let keys = self.instantiate(ns, Some(dest), target, &seeds, Some(ev));
-        self.propagate_attach(dest, target, &keys, ev);
+        self.propagate_attach(dest, target, &keys, false, ev);
     }
 
     fn unindex_paths(&mut self, k: MKey) {
@@ -1069,7 +1121,7 @@ impl Engine {
         for &x in &sub {
             self.index_paths(x);
         }
-        self.propagate_attach(dest, to, &sub, ev);
+        self.propagate_attach(dest, to, &sub, true, ev);
     }
 
     /// pivot_root: `new_root` becomes "/", the old root hangs at `put_old`.
@@ -1143,12 +1195,12 @@ impl Engine {
             })
             .collect();
         let cause = Cause::Umount(ev.clone());
-        for &x in &extra {
-            if self.alive(x) {
-                self.remove_subtree(x, &cause);
-            }
-        }
-        for &x in set.iter().rev() {
+        let gone: HashSet<MKey> = set.iter().chain(&extra).copied().collect();
+        self.reparent_survivors(&gone);
+        // Children before parents, so that no removal orphans a mount still in the model.
+        let mut order: Vec<MKey> = gone.iter().copied().collect();
+        order.sort_by_key(|&x| std::cmp::Reverse(self.depth(x)));
+        for x in order {
             if self.alive(x) {
                 self.remove_mount(x, &cause);
             }
@@ -1170,6 +1222,31 @@ impl Engine {
             self.dentry_of(on, full)
         };
         let Some(d) = dentry else { return };
+        // Mounts of the removed directory itself (binds of it) now have a deleted root: a new
+        // directory made at that path is another dentry, and propagation there never reaches
+        // them (the kernel lists such a root as `<path>//deleted`).
+        let dead_roots: Vec<MKey> = self
+            .mounts
+            .iter()
+            .enumerate()
+            .filter_map(|(k, m)| m.as_ref().map(|m| (k as MKey, m)))
+            .filter(|(_, m)| m.fs == d.0 && m.root == d.1 && m.fstype != "nsfs")
+            .map(|(k, _)| k)
+            .collect();
+        for k in dead_roots {
+            let old = self.m(k).root.clone();
+            let root = format!("{old}//deleted");
+            // Keep the name index in step with the new root.
+            let b = basename(&old).to_string();
+            if let Some(c) = self.mp_base.get_mut(&b) {
+                *c -= 1;
+                if *c == 0 {
+                    self.mp_base.remove(&b);
+                }
+            }
+            *self.mp_base.entry(basename(&root).to_string()).or_default() += 1;
+            self.mm(k).root = root;
+        }
         let victims: Vec<MKey> = self
             .mp_index
             .get(&d)

@@ -290,6 +290,9 @@ impl Engine {
             .mp_base
             .entry(basename(&m.mountpoint).to_string())
             .or_default() += 1;
+        if let Some(b) = root_base(&m) {
+            *self.mp_base.entry(b.to_string()).or_default() += 1;
+        }
         if m.fstype == "nsfs"
             && let Some(inum) = nsfs_mnt_inum(&m.root)
         {
@@ -342,11 +345,15 @@ impl Engine {
                 self.mp_index.remove(d);
             }
         }
-        let b = basename(&m.mountpoint);
-        if let Some(c) = self.mp_base.get_mut(b) {
-            *c -= 1;
-            if *c == 0 {
-                self.mp_base.remove(b);
+        for b in [Some(basename(&m.mountpoint)), root_base(&m)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = self.mp_base.get_mut(b) {
+                *c -= 1;
+                if *c == 0 {
+                    self.mp_base.remove(b);
+                }
             }
         }
         if m.fstype == "nsfs"
@@ -384,6 +391,19 @@ impl Engine {
         for &x in order.iter().rev() {
             self.remove_mount(x, cause);
         }
+    }
+
+    /// How many parents `k` has above it.
+    pub(super) fn depth(&self, k: MKey) -> usize {
+        let mut d = 0;
+        let mut cur = self.m(k).parent;
+        while let Some(p) = cur
+            && d <= self.live_mounts
+        {
+            d += 1;
+            cur = self.m(p).parent;
+        }
+        d
     }
 
     /// `k` and its descendants, parents before children.
@@ -620,19 +640,52 @@ impl Engine {
     }
 
     /// Attach propagation: after a tree (`keys`, root first) was attached under `dest` at `at`,
-    /// copy it into every peer and slave of `dest` (kernel propagate_mnt).
-    pub(super) fn propagate_attach(&mut self, dest: MKey, at: &str, keys: &[MKey], ev: &Ev) {
+    /// copy it into every peer and slave of `dest` (kernel propagate_mnt). A `moved` tree was
+    /// already in the namespace, so its own mounts receive the propagation too.
+    pub(super) fn propagate_attach(
+        &mut self,
+        dest: MKey,
+        at: &str,
+        keys: &[MKey],
+        moved: bool,
+        ev: &Ev,
+    ) {
         let Some(g) = self.m(dest).shared else {
             return;
         };
+        // Like the kernel, give the tree its groups now but make it shared only afterwards: a
+        // moved slave that receives this propagation receives it as a plain slave.
+        let mut pending: Vec<(MKey, u32)> = Vec::new();
         for &k in keys {
             if self.m(k).shared.is_none() {
-                self.make_shared(k);
+                let grp = self.new_group();
+                pending.push((k, grp));
             }
         }
-        let Some(dentry) = self.dentry_of(dest, at) else {
-            return;
-        };
+        if let Some(dentry) = self.dentry_of(dest, at) {
+            self.propagate_tree(g, dest, &dentry, keys, &pending, moved, ev);
+        }
+        for (k, grp) in pending {
+            if self.alive(k) && self.m(k).shared.is_none() {
+                self.peers.entry(grp).or_default().push(k);
+                let m = self.mm(k);
+                m.shared = Some(grp);
+                m.unbindable = false;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn propagate_tree(
+        &mut self,
+        g: u32,
+        dest: MKey,
+        dentry: &(u64, String),
+        keys: &[MKey],
+        pending: &[(MKey, u32)],
+        moved: bool,
+        ev: &Ev,
+    ) {
         let base = self.m(keys[0]).mountpoint.clone();
         let template: Vec<Seed> = keys
             .iter()
@@ -653,8 +706,19 @@ impl Engine {
             })
             .collect();
         // Everything created by this propagation: never a receiver of it (IS_MNT_NEW).
-        let mut newset: HashSet<MKey> = keys.iter().copied().collect();
-        let src_groups: Vec<Option<u32>> = keys.iter().map(|&k| self.m(k).shared).collect();
+        let mut newset: HashSet<MKey> = if moved {
+            HashSet::default()
+        } else {
+            keys.iter().copied().collect()
+        };
+        let src_groups: Vec<Option<u32>> = keys
+            .iter()
+            .map(|&k| {
+                self.m(k)
+                    .shared
+                    .or_else(|| pending.iter().find(|p| p.0 == k).map(|p| p.1))
+            })
+            .collect();
         let src_masters: Vec<Option<u32>> = keys.iter().map(|&k| self.m(k).master).collect();
         let peers = self.peers.get(&g).cloned().unwrap_or_default();
         for p in peers {
@@ -663,7 +727,7 @@ impl Engine {
             }
             self.place(
                 p,
-                &dentry,
+                dentry,
                 &template,
                 &src_groups,
                 &src_masters,
@@ -676,7 +740,7 @@ impl Engine {
         self.walk_slaves(
             g,
             &src_groups,
-            &dentry,
+            dentry,
             &template,
             &mut newset,
             &mut visited,
@@ -842,11 +906,18 @@ impl Engine {
         out
     }
 
-    /// The mounts an umount of `set` (parents first) takes with it by propagation.
+    /// The mounts an umount of `set` (a closed subtree, parents first) takes with it by
+    /// propagation, as Linux >= 6.16 decides (Documentation/filesystems/propagate_umount.txt):
+    /// the candidates are the children, on every mount that receives propagation from a victim's
+    /// parent, at that victim's mountpoint; then every candidate with a submount strictly inside
+    /// it that is not going too is dropped, until none is left ("maximal non-shifting subset").
+    /// A candidate's submounts that only overmount its root do not keep it: they are reparented
+    /// (see [`State::reparent_survivors`]).
     pub(super) fn umount_propagation(&self, set: &[MKey]) -> Vec<MKey> {
-        let mut inset: HashSet<MKey> = set.iter().copied().collect();
-        let mut extra = Vec::new();
-        for &u in set.iter().rev() {
+        let inset: HashSet<MKey> = set.iter().copied().collect();
+        let mut cands: Vec<MKey> = Vec::new();
+        let mut candset: HashSet<MKey> = HashSet::default();
+        for &u in set {
             let um = self.m(u);
             let Some(p) = um.parent else { continue };
             let Some(d) = self.dentry_of(p, &um.mountpoint) else {
@@ -861,24 +932,69 @@ impl Engine {
                     continue;
                 };
                 let path = join(&rm.mountpoint, rel);
-                // The topmost child of r on that dentry.
-                let c = self
-                    .ns
-                    .get(&rm.ns)
-                    .and_then(|n| n.by_path.get(&path))
-                    .and_then(|v| v.iter().rev().find(|&&x| self.m(x).parent == Some(r)))
-                    .copied();
-                let Some(c) = c else { continue };
-                if inset.contains(&c) {
-                    continue;
-                }
-                if self.m(c).children.iter().all(|x| inset.contains(x)) {
-                    inset.insert(c);
-                    extra.push(c);
+                // Tucking keeps one child of r per mountpoint: the bottom of the stack there.
+                let c = rm
+                    .children
+                    .iter()
+                    .copied()
+                    .find(|&x| self.m(x).mountpoint == path);
+                if let Some(c) = c
+                    && !inset.contains(&c)
+                    && candset.insert(c)
+                {
+                    cands.push(c);
                 }
             }
         }
-        extra
+        loop {
+            let forbidden: Vec<MKey> = cands
+                .iter()
+                .copied()
+                .filter(|&x| {
+                    let xm = self.m(x);
+                    xm.children.iter().any(|&c| {
+                        self.m(c).mountpoint != xm.mountpoint
+                            && self
+                                .subtree(c)
+                                .iter()
+                                .any(|y| !inset.contains(y) && !candset.contains(y))
+                    })
+                })
+                .collect();
+            if forbidden.is_empty() {
+                break;
+            }
+            for x in forbidden {
+                candset.remove(&x);
+            }
+            cands.retain(|x| candset.contains(x));
+        }
+        cands
+    }
+
+    /// After `gone` is unmounted: its submounts that stay (they only overmounted a root in it)
+    /// drop to where the bottom of their stack is attached to a surviving mount.
+    pub(super) fn reparent_survivors(&mut self, gone: &HashSet<MKey>) {
+        let mut moves = Vec::new();
+        for &x in gone {
+            for &c in &self.m(x).children {
+                if gone.contains(&c) {
+                    continue;
+                }
+                let mut to = self.m(x).parent;
+                while let Some(t) = to
+                    && gone.contains(&t)
+                {
+                    to = self.m(t).parent;
+                }
+                if let Some(t) = to {
+                    moves.push((c, t));
+                }
+            }
+        }
+        for (c, t) in moves {
+            self.reparent(c, t);
+        }
     }
 
     /// Every mount of a namespace, parents first.
@@ -909,6 +1025,12 @@ impl Engine {
         }
         out
     }
+}
+
+/// The basename of a bind mount's root directory: removing that directory matters to the mount
+/// (its root is then a deleted dentry), so the unlink rule must not skip the name.
+pub(super) fn root_base(m: &Mount) -> Option<&str> {
+    (m.root != "/" && m.fstype != "nsfs").then(|| basename(&m.root))
 }
 
 /// `mnt:[4026531841]` -> 4026531841.

@@ -863,6 +863,40 @@ fn memory_stays_flat_over_churn() {
     assert!(st.resolved_leaks <= MAX_RESOLVED);
 }
 
+/// The live source reads a new namespace's mounts when it first sees it; that read can land
+/// between the last member's exit event and the namespace's end. Applied after the exit, it must
+/// not bring the namespace back (nothing would ever end it again: a soak grew by hundreds).
+#[test]
+fn a_fact_read_as_the_namespace_dies_does_not_resurrect_it() {
+    let mut s = S::new();
+    for i in 0..100u32 {
+        let pid = 1000 + i;
+        let n = 100 + i as u64;
+        s.fork(1, "systemd", HOST, pid);
+        s.unshare(pid, "svc", HOST, n);
+        s.exit(pid, "svc", n);
+        s.ts += 10;
+        s.out.extend(s.eng.apply(&Record::NamespaceMounts {
+            ts_ns: s.ts,
+            ns: ns(n),
+            mounts: vec![mi(
+                900,
+                1,
+                "/",
+                "/",
+                "ext4",
+                "/dev/vda1",
+                (8, 1),
+                None,
+                None,
+            )],
+        }));
+        s.fork(1, "systemd", HOST, 9000 + i);
+    }
+    let st = s.eng.stats();
+    assert_eq!(st.namespaces, 1, "{st:?}");
+}
+
 /// Debug aid: `MNTLEAK_DEBUG_CAP=/tmp/x.mntcap [MNTLEAK_DEBUG_NS=id] cargo test -p mntleak-user
 /// debug_replay -- --nocapture` replays a capture and prints every record's findings and, for
 /// the watched namespace, its model table after each record that changed it.

@@ -239,7 +239,14 @@ impl Engine {
         };
         let m = self.m(c);
         let fam = self.families.get(m.family as usize)?.as_ref()?;
-        let (reason_code, reason) = self.reason(m, owner);
+        let (reason_code, mut reason) = self.reason(m, owner);
+        if kind == FindingKind::Leak && fam.source.starts_with("/dev/") {
+            // What the user sees: the device cannot be detached, checked or reformatted.
+            reason.push_str(&format!(
+                "; the device {} stays busy (open O_EXCL, mkfs, fsck and detaching it fail with EBUSY) while this copy lives",
+                fam.source
+            ));
+        }
         let holders = self.holders(m.ns);
         let inum = self.ns.get(&m.ns).map(|n| n.inum).unwrap_or(0);
         let pin = if holders.is_empty() {

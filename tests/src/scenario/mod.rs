@@ -1,14 +1,17 @@
 //! Real-kernel scenarios for the engine: namespaces held by `sleep` processes inside a private
-//! root namespace, operations run with `nsenter -t <holder> -m`, and the `Record`s the tracer
-//! would have produced synthesized alongside (real namespace ids, real results), so the engine
-//! can be checked against `/proc/<pid>/mountinfo`. Included with `#[path]` by the tests.
+//! root namespace, operations run with `nsenter -t <holder> -m`, while the real eBPF tracer runs
+//! (the same `LiveSource` as `mntleak-trace`). After each operation the records it produced are
+//! drained, so the engine fed with them can be checked against `/proc/<pid>/mountinfo`.
+//! Included with `#[path]` by the tests.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 
+use mntleak::live::LiveOptions;
 use mntleak::model::*;
+use mntleak::source::LiveSource;
 use mntleak::uapi::*;
 
 pub fn is_root() -> bool {
@@ -110,11 +113,11 @@ pub struct Holder {
 pub struct World {
     pub root: String,
     pub holders: Vec<Holder>,
+    /// Everything the tracer recorded since the world began: the snapshot, then events and facts.
     pub records: Vec<Record>,
-    pub ts: u64,
     pub log: Vec<String>,
-    /// Command name recorded for the next events (a "dockerd"), instead of the tool's.
-    pub comm: Option<String>,
+    /// Always `Some` until [`World::into_source`] takes it back.
+    source: Option<LiveSource>,
 }
 
 fn wait_for_sleep(pid: u32, not_ns: u64) -> std::io::Result<MntNs> {
@@ -135,11 +138,38 @@ fn wait_for_sleep(pid: u32, not_ns: u64) -> std::io::Result<MntNs> {
 
 impl World {
     /// A fresh private namespace with a tmpfs at a unique /tmp path; `shared` makes it shared.
+    /// The tracer is attached first: the holders' creation is traced like everything after it.
     pub fn new(tag: &str, shared: bool) -> std::io::Result<Self> {
+        Self::with_source(tag, shared, None)
+    }
+
+    /// Like [`World::new`], reusing the tracer of a previous world (see [`World::into_source`]).
+    pub fn with_source(
+        tag: &str,
+        shared: bool,
+        reuse: Option<LiveSource>,
+    ) -> std::io::Result<Self> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let root = format!("/tmp/mntleak-{tag}-{}-{n}", std::process::id());
         std::fs::create_dir_all(&root)?;
+        let tracer_error = |e| std::io::Error::other(format!("cannot start the tracer: {e}"));
+        let (source, snapshot) = match reuse {
+            Some(mut s) => {
+                let snap = s.restart().map_err(tracer_error)?;
+                (s, snap)
+            }
+            None => LiveSource::start(&LiveOptions {
+                ring_bytes: 4 << 20,
+            })
+            .map_err(tracer_error)?,
+        };
+        if !source.tracer().missing().is_empty() {
+            return Err(std::io::Error::other(format!(
+                "degraded tracer: {:?}",
+                source.tracer().missing()
+            )));
+        }
         let me = ns_of(std::process::id())?;
         let child = Command::new("unshare")
             .args(["-m", "--propagation", "private", "--", "sleep", "1000000"])
@@ -158,12 +188,10 @@ impl World {
         let mut w = World {
             root: root.clone(),
             holders: vec![Holder { child, pid, ns }],
-            records: Vec::new(),
-            ts: 1,
+            records: vec![Record::Snapshot(snapshot)],
             log: Vec::new(),
-            comm: None,
+            source: Some(source),
         };
-        // The scratch tmpfs exists before the snapshot: part of the starting state.
         w.run(
             0,
             &format!(
@@ -173,24 +201,25 @@ impl World {
         if shared {
             w.run(0, &format!("mount -n --make-shared {root}"))?;
         }
-        let snap = Snapshot {
-            ts_ns: 1,
-            host_ns: ns,
-            namespaces: vec![NamespaceState {
-                ns,
-                pids: vec![pid],
-                mounts: mountinfo(pid)?,
-            }],
-            processes: vec![ProcessState {
-                pid,
-                ppid: 0,
-                comm: KStr::new("sleep"),
-                mnt_ns: ns,
-                cgroup: KStr::new("/"),
-            }],
-        };
-        w.records.push(Record::Snapshot(snap));
         Ok(w)
+    }
+
+    /// Takes what the tracer recorded so far. Every operation's processes have exited by the
+    /// time it returns, so their events are in the ring.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        let before = self.records.len();
+        if let Some(s) = self.source.as_mut() {
+            s.drain_all(&mut self.records);
+        }
+        if let Some(lost) = self.records[before..]
+            .iter()
+            .find(|r| matches!(r, Record::Lost { .. }))
+        {
+            return Err(std::io::Error::other(format!(
+                "the tracer lost events: {lost:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// Runs a shell command inside holder `h`'s namespace; true when it succeeded.
@@ -215,111 +244,21 @@ impl World {
         if std::env::var_os("MNTLEAK_ORACLE_VERBOSE").is_some() {
             eprintln!("{}", self.log.last().map(|s| s.as_str()).unwrap_or(""));
         }
+        self.sync()?;
         Ok(out.status.success())
-    }
-
-    pub fn event(
-        &mut self,
-        h: usize,
-        comm: &str,
-        action: Action,
-        ret: Option<i64>,
-        new_ns: Option<MntNs>,
-    ) {
-        self.ts += 1000;
-        let hd = &self.holders[h];
-        self.records.push(Record::Event(Event {
-            task: Task {
-                ts_ns: self.ts,
-                pid: hd.pid,
-                tid: hd.pid,
-                ppid: 0,
-                comm: KStr::new(self.comm.as_deref().unwrap_or(comm)),
-                mnt_ns: hd.ns,
-                net_ns_inum: 0,
-                cgroup_id: 0,
-            },
-            action,
-            ret,
-            new_mnt_ns: new_ns,
-            dir: None,
-        }));
-    }
-
-    /// A mount(2) call made for real, and its record. Returns success.
-    pub fn mount(
-        &mut self,
-        h: usize,
-        cmd: &str,
-        source: &str,
-        target: &str,
-        fstype: &str,
-        flags: u64,
-    ) -> std::io::Result<bool> {
-        let ok = self.run(h, cmd)?;
-        self.event(
-            h,
-            "mount",
-            Action::Mount {
-                source: KStr::new(source),
-                target: KStr::new(target),
-                fstype: KStr::new(fstype),
-                flags,
-            },
-            Some(if ok { 0 } else { -22 }),
-            None,
-        );
-        Ok(ok)
     }
 
     pub fn umount(&mut self, h: usize, target: &str, detach: bool) -> std::io::Result<bool> {
         let cmd = format!("umount -n {} {target}", if detach { "-l" } else { "" });
-        let ok = self.run(h, &cmd)?;
-        self.event(
-            h,
-            "umount",
-            Action::Umount {
-                target: KStr::new(target),
-                flags: if detach { MNT_DETACH } else { 0 },
-            },
-            Some(if ok { 0 } else { -22 }),
-            None,
-        );
-        Ok(ok)
+        self.run(h, &cmd)
     }
 
     pub fn rmdir(&mut self, h: usize, path: &str) -> std::io::Result<bool> {
-        let ok = self.run(h, &format!("rmdir {path}"))?;
-        self.event(
-            h,
-            "rmdir",
-            Action::Unlink {
-                dirfd: AT_FDCWD,
-                path: KStr::new(path),
-                rmdir: true,
-                call: UnlinkCall::Rmdir,
-            },
-            Some(if ok { 0 } else { -16 }),
-            None,
-        );
-        Ok(ok)
+        self.run(h, &format!("rmdir {path}"))
     }
 
     pub fn unlink(&mut self, h: usize, path: &str) -> std::io::Result<bool> {
-        let ok = self.run(h, &format!("rm {path}"))?;
-        self.event(
-            h,
-            "rm",
-            Action::Unlink {
-                dirfd: AT_FDCWD,
-                path: KStr::new(path),
-                rmdir: false,
-                call: UnlinkCall::Unlinkat,
-            },
-            Some(if ok { 0 } else { -16 }),
-            None,
-        );
-        Ok(ok)
+        self.run(h, &format!("rm {path}"))
     }
 
     /// A new namespace unshared from holder `parent`'s, with `--propagation prop`
@@ -357,48 +296,9 @@ impl World {
             "[ns{parent}] unshare --propagation {prop} -> pid {pid} ns {}",
             ns.id
         ));
-        self.event(
-            parent,
-            "nsenter",
-            Action::Fork { child: pid },
-            None,
-            Some(pns),
-        );
-        self.holders.push(Holder {
-            child,
-            pid,
-            ns: pns, // acting from the parent's namespace until the unshare
-        });
-        let h = self.holders.len() - 1;
-        self.holders[h].ns = ns;
-        self.event(
-            h,
-            "unshare",
-            Action::Unshare { flags: CLONE_NEWNS },
-            Some(0),
-            Some(ns),
-        );
-        let flags = match prop {
-            "private" => MS_REC | MS_PRIVATE,
-            "slave" => MS_REC | MS_SLAVE,
-            "shared" => MS_REC | MS_SHARED,
-            _ => 0,
-        };
-        if flags != 0 {
-            self.event(
-                h,
-                "unshare",
-                Action::Mount {
-                    source: KStr::new("none"),
-                    target: KStr::new("/"),
-                    fstype: KStr::new(""),
-                    flags,
-                },
-                Some(0),
-                None,
-            );
-        }
-        Ok(h)
+        self.holders.push(Holder { child, pid, ns });
+        self.sync()?;
+        Ok(self.holders.len() - 1)
     }
 
     /// Ends holder `h` (its namespace dies with it).
@@ -407,7 +307,12 @@ impl World {
         let _ = hd.child.kill();
         let _ = hd.child.wait();
         self.log.push(format!("[ns{h}] holder {} exits", hd.pid));
-        self.event(h, "sleep", Action::Exit, None, None);
+        let _ = self.sync();
+    }
+
+    /// Ends the world (holders killed, scratch removed) and hands back its tracer.
+    pub fn into_source(mut self) -> Option<LiveSource> {
+        self.source.take()
     }
 
     pub fn alive(&self, h: usize) -> bool {
