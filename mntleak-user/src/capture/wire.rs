@@ -15,8 +15,10 @@ use crate::model::{
 
 pub const MAGIC: [u8; 8] = *b"MNTLEAK\0";
 /// Bumped on any incompatible change; readers refuse newer files and read older ones.
-/// 2: events may carry kernel-resolved paths (presence bits 3 and 4); version 1 files never set
-/// them, so they read unchanged.
+/// 2: events may carry kernel-resolved paths (presence bits 3 and 4), each stored as the length
+/// of the prefix it shares with the previous resolved path plus the rest (runc's are long and
+/// unique, but share the container's rootfs prefix); version 1 files never set them, so they read
+/// unchanged.
 pub const FORMAT_VERSION: u16 = 2;
 /// A frame larger than this is corruption (a snapshot of 100k mounts is a few MiB).
 pub const MAX_FRAME: usize = 16 << 20;
@@ -31,6 +33,9 @@ pub const PREFIX_LEN: usize = 8 + 2 + 4;
 // Frame types. `PREAMBLE` marks records re-emitted at the head of a rotated file so the file replays
 // alone; a reader of the whole set skips them in every file but the first.
 pub const T_STRING: u8 = 1;
+/// A dictionary string as the length of the prefix it shares with the previous dictionary string,
+/// then the rest (format 2): container paths share long `/var/lib/docker/overlay2/<id>/` prefixes.
+pub const T_STRING_DELTA: u8 = 4;
 pub const T_TASK: u8 = 2;
 pub const T_RESET: u8 = 3;
 pub const T_SNAPSHOT: u8 = 10;
@@ -136,6 +141,11 @@ pub fn decode_header_body(
     })
 }
 
+/// Bytes `a` and `b` share at the start.
+fn shared_prefix(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+}
+
 fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     put_varint(buf, b.len() as u64);
     buf.put_slice(b);
@@ -218,6 +228,10 @@ pub struct Encoder {
     string_bytes: usize,
     tasks: HashMap<TaskKey, u32>,
     prev_ts: u64,
+    /// The last resolved path written: the next one is stored as a delta against it.
+    prev_resolved: String,
+    /// The last dictionary string written (the reference of a `T_STRING_DELTA`).
+    last_string: String,
     scratch: BytesMut,
     sub: BytesMut,
 }
@@ -229,6 +243,8 @@ impl Encoder {
         self.tasks.clear();
         self.string_bytes = 0;
         self.prev_ts = 0;
+        self.prev_resolved.clear();
+        self.last_string.clear();
     }
 
     /// Forgets the dictionaries and tells the reader to do the same (after frames were dropped).
@@ -288,7 +304,24 @@ impl Encoder {
             Some(&i) => i,
             None => {
                 let i = self.strings.len() as u32;
-                put_frame(out, T_STRING, s.text.as_bytes());
+                let text = s.text.as_str();
+                let mut common = shared_prefix(&self.last_string, text);
+                while !text.is_char_boundary(common) {
+                    common -= 1;
+                }
+                // A short shared prefix does not pay for its varint.
+                if common >= 4 {
+                    let mut d = std::mem::take(&mut self.sub);
+                    d.clear();
+                    put_varint(&mut d, common as u64);
+                    d.put_slice(&text.as_bytes()[common..]);
+                    put_frame(out, T_STRING_DELTA, &d);
+                    self.sub = d;
+                } else {
+                    put_frame(out, T_STRING, text.as_bytes());
+                }
+                self.last_string.clear();
+                self.last_string.push_str(text);
                 self.string_bytes += s.text.len();
                 self.strings.insert(s.text.clone(), i);
                 i
@@ -347,8 +380,16 @@ impl Encoder {
             self.str_ref(d, p, out);
         }
         for r in e.resolved.iter().flatten() {
-            self.str_ref(&r.path, p, out);
+            let text = r.path.text.as_str();
+            let mut common = shared_prefix(&self.prev_resolved, text);
+            while !text.is_char_boundary(common) {
+                common -= 1;
+            }
+            put_varint(p, ((common as u64) << 1) | u64::from(r.path.truncated));
+            put_bytes(p, &text.as_bytes()[common..]);
             put_varint(p, r.mnt_id);
+            self.prev_resolved.clear();
+            self.prev_resolved.push_str(text);
         }
     }
 
@@ -548,6 +589,8 @@ pub struct Decoder {
     string_bytes: usize,
     tasks: Vec<Task>,
     prev_ts: u64,
+    /// The last resolved path read (see [`FORMAT_VERSION`]).
+    prev_resolved: String,
     /// Bytes the current frame may still expand to.
     budget: Cell<usize>,
 }
@@ -567,6 +610,26 @@ impl Decoder {
         self.tasks.clear();
         self.string_bytes = 0;
         self.prev_ts = 0;
+        self.prev_resolved.clear();
+    }
+
+    /// A resolved path: a prefix of the previous one plus the bytes that follow.
+    fn resolved_path(&mut self, c: &mut Cursor) -> Result<KStr, String> {
+        let v = c.varint()?;
+        let common = usize::try_from(v >> 1).map_err(|_| "resolved path prefix too long")?;
+        if common > self.prev_resolved.len() || !self.prev_resolved.is_char_boundary(common) {
+            return Err(format!(
+                "resolved path shares {common} bytes with a shorter one"
+            ));
+        }
+        let rest = std::str::from_utf8(c.bytes()?).map_err(|_| "resolved path is not UTF-8")?;
+        self.spend(common + rest.len() + size_of::<KStr>())?;
+        self.prev_resolved.truncate(common);
+        self.prev_resolved.push_str(rest);
+        Ok(KStr {
+            text: self.prev_resolved.clone(),
+            truncated: v & 1 == 1,
+        })
     }
 
     /// Decodes the body (type byte stripped) of a CRC-checked frame.
@@ -583,6 +646,28 @@ impl Decoder {
                 let s = std::str::from_utf8(body).map_err(|_| "dictionary string is not UTF-8")?;
                 self.string_bytes += s.len();
                 self.strings.push(s.to_owned());
+                return Ok(Decoded::Internal);
+            }
+            T_STRING_DELTA => {
+                let common = usize::try_from(c.varint()?).map_err(|_| "prefix too long")?;
+                let last = self.strings.last().map(String::as_str).unwrap_or("");
+                if common > last.len() || !last.is_char_boundary(common) {
+                    return Err(format!(
+                        "dictionary string shares {common} bytes with a shorter one"
+                    ));
+                }
+                let rest =
+                    std::str::from_utf8(c.rest()).map_err(|_| "dictionary string is not UTF-8")?;
+                if self.strings.len() >= READER_MAX_ENTRIES
+                    || self.string_bytes + common + rest.len() > READER_MAX_STRING_BYTES
+                {
+                    return Err("string dictionary exceeds its limit".into());
+                }
+                let mut s = String::with_capacity(common + rest.len());
+                s.push_str(&last[..common]);
+                s.push_str(rest);
+                self.string_bytes += s.len();
+                self.strings.push(s);
                 return Ok(Decoded::Internal);
             }
             T_TASK => {
@@ -693,7 +778,7 @@ impl Decoder {
         for (i, r) in resolved.iter_mut().enumerate() {
             if presence & (8 << i) != 0 {
                 *r = Some(ResolvedPath {
-                    path: self.kstr(c)?,
+                    path: self.resolved_path(c)?,
                     mnt_id: c.varint()?,
                 });
             }
