@@ -291,3 +291,40 @@ pub fn mnt_ns_of(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((ino, ns.id))
 }
 pub mod docker;
+
+/// A loop device over an image file, detached (after the mounts on it are gone) when dropped.
+pub struct LoopDev(pub String);
+
+impl LoopDev {
+    /// `losetup -f --show image`.
+    pub fn attach(image: &str) -> anyhow::Result<Self> {
+        let out = Command::new("losetup")
+            .args(["-f", "--show", image])
+            .output()
+            .with_context(|| format!("losetup {image}"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "losetup {image}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(Self(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ))
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// `open(dev, O_RDONLY|O_EXCL)`: EBUSY while any mount of the block device lives.
+pub fn open_excl(dev: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(dev)
+        .map(drop)
+}

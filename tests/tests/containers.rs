@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use mntleak_tests::docker::{Cleanup, Docker, DockerdOpts, require_docker, run_cmd, unique_name};
 use mntleak_tests::{
-    Background, Scratch, TraceOutput, TraceSession, mnt_ns_of, run_tracer, sh, tracer_bin,
+    Background, LoopDev, Scratch, TraceOutput, TraceSession, mnt_ns_of, open_excl, run_tracer, sh,
+    tracer_bin,
 };
 use serde_json::Value;
 
@@ -352,25 +353,6 @@ fn s4_service_with_an_open_file_keeps_the_overlay_and_is_named() {
 
 // ---- S5: a loop-device ext4 volume kept busy by a leaked copy -----------------------------------
 
-/// Detaches a loop device (after the mounts on it are gone) when dropped.
-struct LoopDev(String);
-
-impl Drop for LoopDev {
-    fn drop(&mut self) {
-        let _ = run_cmd("losetup", &["-d", &self.0]);
-    }
-}
-
-/// `open(dev, O_RDONLY|O_EXCL)`: EBUSY while any mount of the device lives.
-fn open_excl(dev: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_EXCL)
-        .open(dev)
-        .map(drop)
-}
-
 #[test]
 fn s5_loop_ext4_volume_stays_busy_because_of_a_leaked_copy() {
     if !ready() {
@@ -384,7 +366,7 @@ fn s5_loop_ext4_volume_stays_busy_because_of_a_leaked_copy() {
         "truncate -s 8M {img} && mkfs.ext4 -q {img} && mkdir -p {vol}"
     ))
     .unwrap();
-    let dev = LoopDev(run_cmd("losetup", &["-f", "--show", &img]).expect("losetup"));
+    let dev = LoopDev::attach(&img).expect("losetup");
     run_cmd("mount", &[&dev.0, &vol]).expect("mount the volume");
     let cleanup = Cleanup::new(&docker);
     let cap = Capture::new("s5");

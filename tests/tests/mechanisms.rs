@@ -8,6 +8,7 @@
 mod scenario;
 
 use mntleak::engine::{Finding, FindingKind};
+use mntleak_tests::{LoopDev, open_excl};
 use scenario::World;
 
 fn has(w: &World, h: usize, mp: &str) -> bool {
@@ -381,26 +382,6 @@ fn d_ip_netns_pinned_by_the_container_stays_alive() {
     d_ip_netns(true);
 }
 
-struct LoopDev(String);
-
-impl Drop for LoopDev {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.0])
-            .status();
-    }
-}
-
-/// `open(dev, O_RDONLY|O_EXCL)`: EBUSY while any mount of the device lives.
-fn open_excl(dev: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_EXCL)
-        .open(dev)
-        .map(drop)
-}
-
 /// (e) A loop-device ext4 "volume" mounted by the runtime; a service unshares (private); after
 /// the runtime's umount the device stays busy because of the service's copy.
 #[test]
@@ -415,12 +396,7 @@ fn e_loop_ext4_volume_stays_busy() {
         .status()
         .unwrap();
     assert!(mk.success(), "mkfs.ext4");
-    let out = std::process::Command::new("losetup")
-        .args(["-f", "--show", &img])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "losetup");
-    let dev = LoopDev(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let dev = LoopDev::attach(&img).expect("losetup");
     let _ = std::fs::remove_file(&img); // the loop device keeps the file
     let vol = format!("{}/volumes/data", w.root);
     assert!(
