@@ -6,13 +6,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 
 use mntleak::live::LiveOptions;
 use mntleak::model::*;
 use mntleak::source::LiveSource;
-use mntleak::uapi::*;
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -21,75 +19,13 @@ pub fn is_root() -> bool {
 
 /// (inode, 64-bit id) of a process's mount namespace.
 pub fn ns_of(pid: u32) -> std::io::Result<MntNs> {
-    use std::os::unix::fs::MetadataExt;
-    let p = format!("/proc/{pid}/ns/mnt");
-    let f = std::fs::File::open(&p)?;
-    let inum = f.metadata()?.ino() as u32;
-    let mut id: u64 = 0;
-    // SAFETY: NS_GET_MNTNS_ID writes one u64 through the pointer.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_MNTNS_ID as _, &mut id as *mut u64) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(MntNs { id, inum })
+    mntleak::sys::nsfs::mnt_ns_of_pid(pid).map_err(std::io::Error::other)
 }
 
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let oct = &s[i + 1..(i + 4).min(s.len())];
-            if oct.len() == 3
-                && let Ok(v) = u8::from_str_radix(oct, 8)
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// /proc/<pid>/mountinfo as `MountInfo`s.
+/// /proc/<pid>/mountinfo as `MountInfo`s (the kernel's side of every comparison).
 pub fn mountinfo(pid: u32) -> std::io::Result<Vec<MountInfo>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
-    let mut v = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = f.iter().position(|x| *x == "-") else {
-            continue;
-        };
-        let (maj, min) = f[2].split_once(':').unwrap_or(("0", "0"));
-        let mut prop = Propagation::default();
-        for o in &f[6..dash] {
-            if let Some(n) = o.strip_prefix("shared:") {
-                prop.shared = n.parse().ok();
-            } else if let Some(n) = o.strip_prefix("master:") {
-                prop.master = n.parse().ok();
-            } else if *o == "unbindable" {
-                prop.unbindable = true;
-            }
-        }
-        v.push(MountInfo {
-            mnt_id: f[0].parse().unwrap_or(0),
-            parent_id: f[1].parse().unwrap_or(0),
-            mnt_id_old: f[0].parse().unwrap_or(0),
-            dev_major: maj.parse().unwrap_or(0),
-            dev_minor: min.parse().unwrap_or(0),
-            root: KStr::new(unescape(f[3])),
-            mountpoint: KStr::new(unescape(f[4])),
-            options: KStr::new(f[5]),
-            fstype: KStr::new(f.get(dash + 1).copied().unwrap_or("")),
-            source: KStr::new(unescape(f.get(dash + 2).copied().unwrap_or(""))),
-            propagation: prop,
-        });
-    }
-    Ok(v)
+    mntleak::sys::mountapi::read_mountinfo(&format!("/proc/{pid}/mountinfo"))
+        .map_err(std::io::Error::other)
 }
 
 pub fn kind(shared: Option<u32>, master: Option<u32>, unbindable: bool) -> &'static str {
