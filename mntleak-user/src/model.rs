@@ -252,7 +252,7 @@ impl Event {
         if self.ret != Some(0) {
             return false;
         }
-        let needs = |p: &KStr| p.as_str().starts_with("/proc/") || !p.as_str().starts_with('/');
+        let needs = |p: &KStr| needs_kernel_placement(p.as_str());
         let (need0, need1) = match &self.action {
             Action::Mount {
                 source,
@@ -278,6 +278,12 @@ impl Event {
             && (!need0 || self.resolved[0].is_some())
             && (!need1 || self.resolved[1].is_some())
     }
+}
+
+/// A path argument only the kernel can place: relative (to a cwd or dirfd) or through `/proc`
+/// (runc's `/proc/self/fd/N`), whose meaning is gone by the time userspace could look.
+pub fn needs_kernel_placement(p: &str) -> bool {
+    p.starts_with("/proc/") || !p.starts_with('/')
 }
 
 /// Propagation of one mount, as mountinfo shows it.

@@ -84,7 +84,7 @@ impl LiveSource {
 /// another namespace's mount), the kernel's view of the namespace, read right after, tells what
 /// the call did.
 fn needs_kernel_view(ev: &Event) -> bool {
-    let unplaceable = |p: &str| p.starts_with("/proc/") || !p.starts_with('/');
+    let unplaceable = crate::model::needs_kernel_placement;
     ev.ret == Some(0)
         && !ev.placed_by_kernel_paths()
         && match &ev.action {
