@@ -14,7 +14,7 @@ use mntleak_common::{
 };
 
 use crate::{
-    maps::{emit, scratch},
+    maps::{PENDING, emit, scratch},
     task::{fill_current, offsets_valid, task_ns, task_tgid},
 };
 
@@ -65,10 +65,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// sched_process_exit: only the thread group leader, i.e. the process.
+/// sched_process_exit: every thread gives back its in-flight slot; only the thread group
+/// leader, i.e. the process, is an event.
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = PENDING.remove(pid_tgid);
     if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
         return 0;
     }

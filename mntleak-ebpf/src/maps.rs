@@ -11,14 +11,22 @@ use mntleak_common::{Event, LossInfo, PATH_MAX_CAPTURED};
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
-/// Syscall enters waiting for their exit, by pid_tgid. LRU so that threads killed inside a
-/// syscall cannot fill it up.
-#[map]
-pub static PENDING: LruHashMap<u64, Event> = LruHashMap::with_max_entries(16384, 0);
+/// One syscall of one thread between its enter and its exit.
+#[repr(C)]
+pub struct InFlight {
+    pub ev: Event,
+    /// User string pointers to read at exit (see `syscalls::Retry`).
+    pub retry: [u64; 3],
+    /// Set by an enter program, cleared by the exit: an exit without its enter (a thread that was
+    /// inside the syscall when the tracer attached, or a clone child) sends nothing.
+    pub armed: u64,
+}
 
-/// User string pointers to read at exit, by pid_tgid (see `syscalls::Retry`).
+/// Each thread's in-flight syscall, by pid_tgid. The slot stays from one syscall to the next (it
+/// goes when the thread exits), so a syscall costs two lookups rather than an insert and a
+/// delete of a 1.3 KiB value. LRU so that threads whose exit was missed cannot fill it up.
 #[map]
-pub static RETRY: LruHashMap<u64, [u64; 3]> = LruHashMap::with_max_entries(4096, 0);
+pub static PENDING: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
 
 /// Events that could not be reserved in EVENTS.
 #[map]
@@ -42,20 +50,36 @@ pub static WALK: PerCpuArray<crate::task::Walk> = PerCpuArray::with_max_entries(
 #[map]
 pub static RESOLVERS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
-/// Never written: copied over the scratch so that every byte of an event is defined.
+/// Never written: copied over the scratch, and into PENDING for a thread's first traced syscall,
+/// so that every byte of an event is defined.
 #[map]
-pub static ZERO: Array<Event> = Array::with_max_entries(1, 0);
+static ZERO: Array<InFlight> = Array::with_max_entries(1, 0);
 
-/// The per-CPU scratch event, zeroed.
+/// The per-CPU scratch event, zeroed up to its path resolutions: the scratch never carries one
+/// (only the lifecycle programs use it), so they stay zero from the map's creation.
 #[inline(always)]
 pub fn scratch() -> Option<&'static mut Event> {
     let ev = SCRATCH.get_ptr_mut(0)?;
     let zero = ZERO.get_ptr(0)?;
-    // SAFETY: both pointers are map values of size_of::<Event>().
+    // SAFETY: a map value; `ev` is the first field of a #[repr(C)] InFlight.
+    let zero = unsafe { core::ptr::addr_of!((*zero).ev) };
+    // SAFETY: both pointers are map values of size_of::<Event>() > CORE.
     unsafe {
-        bpf_probe_read_kernel(ev.cast(), core::mem::size_of::<Event>() as u32, zero.cast());
+        bpf_probe_read_kernel(ev.cast(), CORE as u32, zero.cast());
         Some(&mut *ev)
     }
+}
+
+/// The current thread's in-flight slot, created zeroed on its first traced syscall.
+#[inline(always)]
+pub fn in_flight(key: u64) -> Option<&'static mut InFlight> {
+    if let Some(p) = PENDING.get_ptr_mut(key) {
+        // SAFETY: a value of PENDING; only this thread uses its key.
+        return Some(unsafe { &mut *p });
+    }
+    PENDING.insert(key, ZERO.get(0)?, 0).ok()?;
+    // SAFETY: as above.
+    PENDING.get_ptr_mut(key).map(|p| unsafe { &mut *p })
 }
 
 // bpf_ringbuf_query / bpf_ringbuf_output flags (include/uapi/linux/bpf.h).
@@ -63,9 +87,11 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_RING_SIZE: u64 = 1;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
-/// Wake the reader once this much is waiting (capped at a quarter of the ring); below it the
-/// reader's own 50 ms tick drains. One wake-up per event costs more than the event on a VM.
-const WAKEUP_BYTES: u64 = 64 << 10;
+/// Wake the reader when this much becomes waiting (capped at a quarter of the ring); below it the
+/// reader's own 50 ms tick drains. Only the event that crosses the mark wakes: a reader that is
+/// behind is awake already, and a wake-up is an inter-processor interrupt, which costs a VM more
+/// than the whole event.
+const WAKEUP_BYTES: u64 = 1 << 20;
 
 /// Bytes of an event before its path resolutions: all that is sent when it has none, so that the
 /// common event costs the ring (and the reader) no more than before paths were resolved.
@@ -74,14 +100,20 @@ const CORE: usize = core::mem::offset_of!(Event, res);
 /// Send an event; count it as lost if the ring buffer is full.
 #[inline(always)]
 pub fn emit(ev: &Event) {
+    let resolved = ev.res[0].status != 0 || ev.res[1].status != 0;
+    let size = if resolved {
+        core::mem::size_of::<Event>()
+    } else {
+        CORE
+    } as u64;
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
-    let threshold = core::cmp::min(EVENTS.query(BPF_RB_RING_SIZE) / 4, WAKEUP_BYTES);
-    let flags = if waiting >= threshold {
+    let mark = core::cmp::min(EVENTS.query(BPF_RB_RING_SIZE) / 4, WAKEUP_BYTES);
+    let flags = if waiting < mark && waiting + size >= mark {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    let sent = if ev.res[0].status != 0 || ev.res[1].status != 0 {
+    let sent = if resolved {
         EVENTS.output::<Event>(ev, flags)
     } else {
         // SAFETY: the first CORE bytes of an Event, which is larger.
@@ -93,8 +125,9 @@ pub fn emit(ev: &Event) {
     }
 }
 
+/// Counts an event that could not be sent (or not even started).
 #[inline(always)]
-fn record_loss() {
+pub fn record_loss() {
     if let Some(loss) = LOSS.get_ptr_mut(0) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
         let loss = unsafe { &mut *loss };

@@ -14,7 +14,7 @@ use mntleak_common::{
 };
 
 use crate::{
-    maps::{PENDING, RESOLVERS, RETRY, emit, scratch},
+    maps::{PENDING, RESOLVERS, emit, in_flight, record_loss},
     task::{current_ns, fill_current, resolve_fd},
 };
 
@@ -161,33 +161,34 @@ fn path_arg(ev: &Event, slot: usize) -> Option<(i64, bool)> {
     }
 }
 
-/// Resolves path slot `slot` (0 or 1) in the kernel when it is `/proc/self/fd/N`, relative, or
-/// empty with an `*_EMPTY_PATH` flag; absolute paths need nothing.
+/// What path slot `slot` (0 or 1) is resolved against, and how much of it that replaces: when it
+/// is `/proc/self/fd/N`, relative, or empty with an `*_EMPTY_PATH` flag. None for absolute paths,
+/// which need nothing, and for slots that are not paths or were not read whole.
+#[inline(always)]
+fn resolve_target(ev: &Event, slot: usize) -> Option<(i64, u16)> {
+    let (dirfd, empty_ok) = path_arg(ev, slot)?;
+    if ev.flags & (1 << slot) == 0 || ev.flags & (1 << (STR_TRUNCATED_SHIFT as usize + slot)) != 0 {
+        return None; // unread or cut: nothing reliable to resolve
+    }
+    let len = ev.str_len[slot];
+    let s = if slot == 0 { &ev.str0 } else { &ev.str1 };
+    if len == 0 {
+        empty_ok.then_some((dirfd, 0))
+    } else if s[0] == b'/' {
+        proc_fd(s, len)
+    } else {
+        Some((dirfd, 0))
+    }
+}
+
+/// Resolves path slot `slot` in the kernel if [`resolve_target`] says it needs it.
 #[inline(always)]
 fn resolve_slot(ev: &mut Event, slot: usize) {
     if ev.res[slot & 1].status != res::NONE {
         return; // done at entry
     }
-    let Some((dirfd, empty_ok)) = path_arg(ev, slot) else {
+    let Some((fd, skip)) = resolve_target(ev, slot) else {
         return;
-    };
-    if ev.flags & (1 << slot) == 0 || ev.flags & (1 << (STR_TRUNCATED_SHIFT as usize + slot)) != 0 {
-        return; // unread or cut: nothing reliable to resolve
-    }
-    let len = ev.str_len[slot];
-    let s = if slot == 0 { &ev.str0 } else { &ev.str1 };
-    let (fd, skip) = if len == 0 {
-        if !empty_ok {
-            return;
-        }
-        (dirfd, 0)
-    } else if s[0] == b'/' {
-        match proc_fd(s, len) {
-            Some(x) => x,
-            None => return,
-        }
-    } else {
-        (dirfd, 0)
     };
     let out = if slot == 0 {
         &mut ev.res[0]
@@ -198,12 +199,52 @@ fn resolve_slot(ev: &mut Event, slot: usize) {
     resolve_fd(fd, out);
 }
 
+/// Whether the resolver has anything to do for `ev`: most paths are absolute, and skipping the
+/// tail call then saves a lookup of the in-flight slot.
+#[inline(always)]
+fn needs_resolver(ev: &Event) -> bool {
+    has_paths(ev.kind) && (resolve_target(ev, 0).is_some() || resolve_target(ev, 1).is_some())
+}
+
+/// Clears what the previous syscall of this thread left in its slot. String bytes past each
+/// `str_len` and resolution fields behind a `res::NONE` status are never read, so they stay.
+/// Volatile stores: plain ones are merged into a call of the BPF `memset`, a byte loop.
+#[inline(always)]
+fn reset(ev: &mut Event, kind: EventKind) {
+    // SAFETY: each pointer is to a field of `ev`.
+    unsafe {
+        use core::ptr::{addr_of_mut, write_volatile as put};
+        put(addr_of_mut!(ev.kind), kind as u16);
+        put(addr_of_mut!(ev.flags), 0);
+        for i in 0..3 {
+            put(addr_of_mut!(ev.str_len[i]), 0);
+            put(addr_of_mut!(ev._pad[i]), 0);
+        }
+        put(addr_of_mut!(ev.new_ns), Default::default());
+        put(addr_of_mut!(ev.ret), 0);
+        for i in 0..ev.args.len() {
+            put(addr_of_mut!(ev.args[i]), 0);
+        }
+        put(addr_of_mut!(ev.res[0].status), res::NONE);
+        put(addr_of_mut!(ev.res[1].status), res::NONE);
+    }
+}
+
 #[inline(always)]
 fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
-    let Some(ev) = scratch() else {
+    if matches!(
+        kind,
+        EventKind::ProcessFork | EventKind::ProcessExec | EventKind::ProcessExit
+    ) {
+        return 0;
+    }
+    let key = bpf_get_current_pid_tgid();
+    let Some(slot) = in_flight(key) else {
+        record_loss();
         return 0;
     };
-    ev.kind = kind as u16;
+    let ev = &mut slot.ev;
+    reset(ev, kind);
     fill_current(&mut ev.task);
     let a = |i: usize| -> u64 { unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0) };
     let mut retry = Retry([0; 3]);
@@ -293,22 +334,13 @@ fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
             retry.read(ev, 0, a(0));
             retry.read(ev, 1, a(1));
         }
-        EventKind::ProcessFork | EventKind::ProcessExec | EventKind::ProcessExit => return 0,
+        EventKind::ProcessFork | EventKind::ProcessExec | EventKind::ProcessExit => {}
     }
-    let key = bpf_get_current_pid_tgid();
-    let r = retry.0;
-    // By reference: a by-value Event (1272 bytes) would not fit on the 512-byte BPF stack.
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    let inserted = PENDING.insert(key, &*ev, 0).is_ok();
-    if inserted && (r[0] | r[1] | r[2]) != 0 {
-        let _ = RETRY.insert(key, r, 0);
-    } else {
-        // A leftover from a syscall whose exit was never seen must not be applied to this one.
-        let _ = RETRY.remove(key);
-    }
+    slot.retry = retry.0;
+    slot.armed = 1;
     // Paths are resolved at entry, while the fd is open and the cwd not yet moved (pivot_root,
     // umount2(".")). Does not return when the resolver is installed.
-    if inserted && has_paths(kind as u16) {
+    if needs_resolver(&slot.ev) {
         unsafe { RESOLVERS.tail_call(ctx, RESOLVE_AT_ENTER) };
     }
     0
@@ -332,16 +364,15 @@ fn has_paths(kind: u16) -> bool {
 #[inline(always)]
 fn resolve_pending(at_exit: bool) -> u32 {
     let key = bpf_get_current_pid_tgid();
-    let Some(ev) = PENDING.get_ptr_mut(key) else {
+    let Some(slot) = PENDING.get_ptr_mut(key) else {
         return 0;
     };
     // SAFETY: a value of PENDING; only this thread uses its key.
-    let ev = unsafe { &mut *ev };
+    let ev = unsafe { &mut (*slot).ev };
     resolve_slot(ev, 0);
     resolve_slot(ev, 1);
     if at_exit {
         emit(ev);
-        let _ = PENDING.remove(key);
     }
     0
 }
@@ -360,25 +391,29 @@ pub fn resolve_paths_exit(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit(ctx: TracePointContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
-    let Some(ev) = PENDING.get_ptr_mut(key) else {
+    let Some(slot) = PENDING.get_ptr_mut(key) else {
         return 0;
     };
     // SAFETY: a value of PENDING; only this thread uses its key.
-    let ev = unsafe { &mut *ev };
+    let slot = unsafe { &mut *slot };
+    if slot.armed == 0 {
+        return 0;
+    }
+    slot.armed = 0;
+    let ev = &mut slot.ev;
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
     ev.ret = ret;
     ev.flags |= HAS_RET;
-    if let Some(retry) = RETRY.get_ptr(key) {
-        let r = unsafe { *retry };
+    let r = slot.retry;
+    if (r[0] | r[1] | r[2]) != 0 {
         let late_path =
             (r[0] != 0 && read_slot(ev, 0, r[0])) | (r[1] != 0 && read_slot(ev, 1, r[1]));
         if r[2] != 0 {
             read_slot(ev, 2, r[2]);
         }
-        let _ = RETRY.remove(key);
         // A path read only now is resolved only now (the fd or cwd may have changed during the
         // call, which is rarer than no path at all); the resolver sends the event.
-        if late_path && has_paths(ev.kind) {
+        if late_path && needs_resolver(ev) {
             unsafe { RESOLVERS.tail_call(&ctx, RESOLVE_AT_EXIT) };
         }
     }
@@ -389,7 +424,6 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
         ev.flags |= HAS_NEW_NS;
     }
     emit(ev);
-    let _ = PENDING.remove(key);
     0
 }
 

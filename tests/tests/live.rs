@@ -745,3 +745,56 @@ fn attach_without_root_is_one_clear_error() {
         "live tracing needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs"
     );
 }
+
+/// A thread's in-flight slot is reused from one syscall to the next: nothing of an unshare (the
+/// new namespace) or of a bind mount (three strings, two resolved relative paths) may show in the
+/// umount2 that follows it on the same thread.
+#[test]
+fn each_event_carries_only_its_own_call() {
+    let Some(mut t) = tracer() else { return };
+    let dir = Scratch::new("reuse");
+    let cwd = CString::new(dir.path()).unwrap();
+    std::fs::create_dir(dir.0.join("not-a-mount")).unwrap();
+    let abs = CString::new(format!("{}/not-a-mount", dir.path())).unwrap();
+    let child = fork_child(|| unsafe {
+        if libc::chdir(cwd.as_ptr()) != 0 || libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return 10;
+        }
+        let m = libc::mount(
+            c"src".as_ptr(),
+            c"no-such-dir".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        );
+        let u = libc::umount2(abs.as_ptr(), 0);
+        if m == -1 && u == -1 { 0 } else { 11 }
+    });
+    assert_eq!(reap(child), 0);
+    let evs = events_of(&mut t, child as u32);
+    let find = |pred: fn(&Action) -> bool| {
+        evs.iter()
+            .find(|e| pred(&e.action))
+            .unwrap_or_else(|| panic!("missing in {evs:#?}"))
+    };
+    let unshare = find(|a| matches!(a, Action::Unshare { .. }));
+    assert!(unshare.new_mnt_ns.is_some(), "{unshare:#?}");
+    let mount = find(|a| matches!(a, Action::Mount { .. }));
+    assert_eq!(mount.ret, Some(-(libc::ENOENT as i64)));
+    assert_eq!(mount.new_mnt_ns, None, "{mount:#?}");
+    for (slot, name) in [(0, "src"), (1, "no-such-dir")] {
+        let want = format!("{}/{name}", dir.path());
+        assert_eq!(mount.resolved_path(slot), Some(want.as_str()), "{mount:#?}");
+    }
+    let umount = find(|a| matches!(a, Action::Umount { .. }));
+    assert_eq!(
+        umount.action,
+        Action::Umount {
+            target: KStr::new(abs.to_str().unwrap()),
+            flags: 0
+        }
+    );
+    assert_eq!(umount.ret, Some(-(libc::EINVAL as i64)));
+    assert_eq!(umount.new_mnt_ns, None, "{umount:#?}");
+    assert!(umount.resolved.iter().all(Option::is_none), "{umount:#?}");
+}
