@@ -345,6 +345,61 @@ fn summary_counts(summary: &Option<Value>) -> (Option<u64>, Option<u64>) {
     (lost, events)
 }
 
+/// Per-program run time accounting (`BPF_ENABLE_STATS`), on while this is alive. The kernel
+/// turns it off when the fd closes, even if the bench dies.
+struct BpfStats(
+    #[allow(dead_code)] // held, never read: the open fd is the switch
+    std::os::fd::OwnedFd,
+);
+
+impl BpfStats {
+    fn enable() -> anyhow::Result<Self> {
+        const BPF_ENABLE_STATS: libc::c_long = 32;
+        // union bpf_attr { struct { __u32 type; } enable_stats; }: BPF_STATS_RUN_TIME = 0.
+        let attr = [0u8; 8];
+        // SAFETY: bpf(2) reads `attr.len()` bytes of `attr`.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_ENABLE_STATS,
+                attr.as_ptr(),
+                attr.len() as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            bail!("BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: a new fd that nothing else owns.
+        Ok(Self(unsafe {
+            std::os::fd::FromRawFd::from_raw_fd(fd as i32)
+        }))
+    }
+}
+
+/// Total `run_time_ns` of the BPF programs that process `pid` holds open. fdinfo is `key:\tvalue`
+/// lines; procfs does not expose the BPF program fields, so they are read here.
+fn bpf_run_time_ns(pid: u32) -> anyhow::Result<u64> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("read {dir}"))? {
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue; // an fd closed meanwhile
+        };
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+        };
+        // One program may be open under several fds (links, program arrays).
+        if let (Some(id), Some(ns)) = (field("prog_id:"), field("run_time_ns:"))
+            && seen.insert(id)
+        {
+            total += ns;
+        }
+    }
+    Ok(total)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -474,14 +529,20 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let mut ratio_bpftrace = Value::Null;
+    // Figures of the overhead part that go to the top level besides its own.
+    const OVERHEAD_ALSO: [(&str, &str); 3] = [
+        ("overhead_ratio_bpftrace", "ratio_bpftrace"),
+        ("added_overhead_vs_bpftrace", "added_overhead_vs_bpftrace"),
+        ("bpf_time_vs_bpftrace", "bpf_time_vs_bpftrace"),
+    ];
+    let mut overhead_also = Value::Null;
     part(
         "overhead",
         "overhead_ratio_mntleak",
         "ratio_mntleak",
         &mut |a| {
             let o = overhead(&bins, args, &dir, a)?;
-            ratio_bpftrace = o["ratio_bpftrace"].clone();
+            overhead_also = o.clone();
             Ok(o)
         },
     );
@@ -518,7 +579,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         peak_rss(&bins, args, &dir, ceiling.unwrap_or(150_000.0), a)
     });
     if want("overhead") {
-        result.insert("overhead_ratio_bpftrace".into(), ratio_bpftrace);
+        for (key, field) in OVERHEAD_ALSO {
+            result.insert(key.into(), overhead_also[field].clone());
+        }
     }
     let attach = median(&mut attach_ms);
     result.insert(
@@ -570,6 +633,16 @@ fn print_table(r: &Value) {
         ),
         ("overhead ratio, bpftrace", "overhead_ratio_bpftrace", "-"),
         (
+            "added overhead, mntleak / bpftrace",
+            "added_overhead_vs_bpftrace",
+            "<= 0.5",
+        ),
+        (
+            "BPF time per syscall, mntleak / bpftrace",
+            "bpf_time_vs_bpftrace",
+            "-",
+        ),
+        (
             "zero-loss ceiling (events/s)",
             "zero_loss_events_per_sec",
             ">= 200000",
@@ -614,14 +687,25 @@ fn overhead(
     run(bins)?; // warm-up: page cache, slab caches
     // Also the cost of one cheap traced syscall (umount2 EINVAL / unlinkat ENOENT, one worker flat
     // out for a second): the event path alone, without fork and namespace copies.
-    let syscall_ns = |bins: &Bins| -> anyhow::Result<f64> {
-        let l = load(
+    let rate = |bins: &Bins| {
+        load(
             bins,
             &["rate", "--workers", "1", "--rate", "0", "--seconds", "1"],
-        )?;
-        Ok(1e9 / num(&l, "events_per_sec")?)
+        )
+    };
+    let syscall_ns =
+        |bins: &Bins| -> anyhow::Result<f64> { Ok(1e9 / num(&rate(bins)?, "events_per_sec")?) };
+    // The same cheap syscalls once more with run-time accounting on: the time the tracer's BPF
+    // programs themselves take per syscall (enter + exit), which scheduling noise does not touch.
+    // The accounting adds two clock reads per program run to both tracers.
+    let bpf_ns = |bins: &Bins, tracer: u32| -> anyhow::Result<f64> {
+        let _stats = BpfStats::enable()?;
+        let before = bpf_run_time_ns(tracer)?;
+        let events = num(&rate(bins)?, "events")?;
+        Ok((bpf_run_time_ns(tracer)? - before) as f64 / events.max(1.0))
     };
     let (mut sys_plain, mut sys_mntleak, mut sys_bpf) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut prog_mntleak, mut prog_bpf) = (Vec::new(), Vec::new());
     let (mut plain, mut mntleak, mut bpf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut lost_mntleak, mut bt_lines) = (0u64, 0u64);
     for round in 0..args.rounds {
@@ -636,6 +720,7 @@ fn overhead(
         attach_ms.push(t.attach.as_secs_f64() * 1e3);
         mntleak.push(run(bins)?);
         sys_mntleak.push(syscall_ns(bins)?);
+        prog_mntleak.push(bpf_ns(bins, t.pid())?);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
 
@@ -643,6 +728,7 @@ fn overhead(
         let t = Traced::bpftrace(out.clone())?;
         bpf.push(run(bins)?);
         sys_bpf.push(syscall_ns(bins)?);
+        prog_bpf.push(bpf_ns(bins, t.pid())?);
         t.stop()?;
         bt_lines +=
             std::fs::read(&out).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64);
@@ -663,6 +749,8 @@ fn overhead(
         median(&mut sys_bpf),
     );
     println!("  one traced syscall: untraced {sp:.0} ns, mntleak {sm:.0} ns, bpftrace {sb:.0} ns");
+    let (pm, pb) = (median(&mut prog_mntleak), median(&mut prog_bpf));
+    println!("  BPF program time per syscall: mntleak {pm:.0} ns, bpftrace {pb:.0} ns");
     Ok(json!({
         "iterations": args.iterations,
         "rounds": args.rounds,
@@ -674,6 +762,8 @@ fn overhead(
         "syscall_ns": { "untraced": sp.round(), "mntleak": sm.round(), "bpftrace": sb.round() },
         "syscall_ratio_mntleak": (sm / sp * 1e3).round() / 1e3,
         "syscall_ratio_bpftrace": (sb / sp * 1e3).round() / 1e3,
+        "bpf_ns_per_syscall": { "mntleak": pm.round(), "bpftrace": pb.round() },
+        "bpf_time_vs_bpftrace": (pm / pb * 1e3).round() / 1e3,
         "mntleak_lost": lost_mntleak,
         "bpftrace_lines": bt_lines,
         "samples": samples,
