@@ -176,8 +176,9 @@ impl NamespaceWatcher {
         Self { seen, prune_at }
     }
 
-    /// A `NamespaceMounts` record when `ev` shows a namespace not seen before.
-    pub fn observe(&mut self, ev: &model::Event, now_ns: u64) -> Option<Record> {
+    /// A `NamespaceMounts` record when `ev` shows a namespace not seen before, stamped with
+    /// `now_ns()` (called only then: most events need no read, and a clock read per event shows).
+    pub fn observe(&mut self, ev: &model::Event, now_ns: impl FnOnce() -> u64) -> Option<Record> {
         // The process that is inside the new namespace, for the /proc fallback.
         let member = match ev.action {
             Action::Fork { child } => child,
@@ -192,7 +193,7 @@ impl NamespaceWatcher {
             self.seen.insert(ns.id);
             self.maybe_prune();
             // One read per event; a second new namespace is caught by a later event.
-            return read_ns(ns, Some(pid), now_ns);
+            return read_ns(ns, Some(pid), now_ns());
         }
         None
     }

@@ -57,7 +57,7 @@ impl LiveSource {
                 Record::Event(ev) if needs_kernel_view(ev) => {
                     self.watcher.refresh(ev.task.mnt_ns, monotonic_ns())
                 }
-                Record::Event(ev) => self.watcher.observe(ev, monotonic_ns()),
+                Record::Event(ev) => self.watcher.observe(ev, monotonic_ns),
                 _ => None,
             };
             out.push(rec);

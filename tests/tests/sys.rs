@@ -178,7 +178,7 @@ fn watcher_reads_a_new_namespace_once() {
         ts_ns,
         ns: got,
         mounts,
-    }) = w.observe(&ev, 7)
+    }) = w.observe(&ev, || 7)
     else {
         panic!("no NamespaceMounts for a new namespace");
     };
@@ -190,7 +190,7 @@ fn watcher_reads_a_new_namespace_once() {
             .any(|m| m.mountpoint.as_str() == a && m.fstype.as_str() == "tmpfs")
     );
     // Seen now: no second read; the host namespace was known from the snapshot.
-    assert_eq!(w.observe(&ev, 8), None);
+    assert_eq!(w.observe(&ev, || 8), None);
     let exec = Event {
         action: Action::Exec {
             filename: KStr::new("/bin/true"),
@@ -198,7 +198,7 @@ fn watcher_reads_a_new_namespace_once() {
         new_mnt_ns: None,
         ..ev.clone()
     };
-    assert_eq!(w.observe(&exec, 9), None);
+    assert_eq!(w.observe(&exec, || 9), None);
     assert!(matches!(
         w.refresh(ns, 10),
         Some(Record::NamespaceMounts { .. })
