@@ -27,10 +27,9 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     if child_tgid == parent_tgid {
         return 0;
     }
-    let Some(ev) = scratch() else {
+    let Some(ev) = scratch(EventKind::ProcessFork) else {
         return 0;
     };
-    ev.kind = EventKind::ProcessFork as u16;
     fill_current(&mut ev.task);
     ev.args[0] = child_tgid as u64;
     if offsets_valid() {
@@ -44,10 +43,9 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 /// sched_process_exec: record layout `__data_loc char[] filename` at 8, `pid` at 12, `old_pid` at 16.
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let Some(ev) = scratch() else {
+    let Some(ev) = scratch(EventKind::ProcessExec) else {
         return 0;
     };
-    ev.kind = EventKind::ProcessExec as u16;
     fill_current(&mut ev.task);
     ev.args[0] = unsafe { ctx.read_at::<i32>(16) }.unwrap_or(0) as u32 as u64;
     if let Ok(loc) = unsafe { ctx.read_at::<u32>(8) } {
@@ -74,10 +72,9 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
         return 0;
     }
-    let Some(ev) = scratch() else {
+    let Some(ev) = scratch(EventKind::ProcessExit) else {
         return 0;
     };
-    ev.kind = EventKind::ProcessExit as u16;
     fill_current(&mut ev.task);
     emit(ev);
     0

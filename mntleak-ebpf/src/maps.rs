@@ -1,11 +1,11 @@
 //! Maps shared by all programs, and the two ways an event leaves the kernel.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel},
+    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
-use mntleak_common::{Event, LossInfo, PATH_MAX_CAPTURED};
+use mntleak_common::{Event, EventKind, LossInfo, PATH_MAX_CAPTURED, res};
 
 /// Events to userspace. Userspace may resize it at load time (`map_max_entries("EVENTS", ..)`).
 #[map]
@@ -50,23 +50,42 @@ pub static WALK: PerCpuArray<crate::task::Walk> = PerCpuArray::with_max_entries(
 #[map]
 pub static RESOLVERS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
-/// Never written: copied over the scratch, and into PENDING for a thread's first traced syscall,
-/// so that every byte of an event is defined.
+/// Never written: copied into PENDING for a thread's first traced syscall, so that every byte of
+/// its slot is defined.
 #[map]
 static ZERO: Array<InFlight> = Array::with_max_entries(1, 0);
 
-/// The per-CPU scratch event, zeroed up to its path resolutions: the scratch never carries one
-/// (only the lifecycle programs use it), so they stay zero from the map's creation.
+/// The per-CPU scratch event, reset for an event of `kind`.
 #[inline(always)]
-pub fn scratch() -> Option<&'static mut Event> {
-    let ev = SCRATCH.get_ptr_mut(0)?;
-    let zero = ZERO.get_ptr(0)?;
-    // SAFETY: a map value; `ev` is the first field of a #[repr(C)] InFlight.
-    let zero = unsafe { core::ptr::addr_of!((*zero).ev) };
-    // SAFETY: both pointers are map values of size_of::<Event>() > CORE.
+pub fn scratch(kind: EventKind) -> Option<&'static mut Event> {
+    // SAFETY: this CPU's value; a program runs to completion on its CPU before the next one.
+    let ev = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    reset(ev, kind);
+    Some(ev)
+}
+
+/// Clears what the previous event left in a reused buffer (a thread's in-flight slot, a CPU's
+/// scratch), except `task`, which `fill_current` writes whole. String bytes past each `str_len`
+/// and resolution fields behind a `res::NONE` status are never read, so they stay.
+/// Volatile stores: plain ones are merged into a call of the BPF `memset`, a byte loop.
+#[inline(always)]
+pub fn reset(ev: &mut Event, kind: EventKind) {
+    // SAFETY: each pointer is to a field of `ev`.
     unsafe {
-        bpf_probe_read_kernel(ev.cast(), CORE as u32, zero.cast());
-        Some(&mut *ev)
+        use core::ptr::{addr_of_mut, write_volatile as put};
+        put(addr_of_mut!(ev.kind), kind as u16);
+        put(addr_of_mut!(ev.flags), 0);
+        for i in 0..3 {
+            put(addr_of_mut!(ev.str_len[i]), 0);
+            put(addr_of_mut!(ev._pad[i]), 0);
+        }
+        put(addr_of_mut!(ev.new_ns), Default::default());
+        put(addr_of_mut!(ev.ret), 0);
+        for i in 0..ev.args.len() {
+            put(addr_of_mut!(ev.args[i]), 0);
+        }
+        put(addr_of_mut!(ev.res[0].status), res::NONE);
+        put(addr_of_mut!(ev.res[1].status), res::NONE);
     }
 }
 

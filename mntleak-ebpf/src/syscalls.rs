@@ -14,7 +14,7 @@ use mntleak_common::{
 };
 
 use crate::{
-    maps::{PENDING, RESOLVERS, emit, in_flight, record_loss},
+    maps::{PENDING, RESOLVERS, emit, in_flight, record_loss, reset},
     task::{current_ns, fill_current, resolve_fd},
 };
 
@@ -204,30 +204,6 @@ fn resolve_slot(ev: &mut Event, slot: usize) {
 #[inline(always)]
 fn needs_resolver(ev: &Event) -> bool {
     has_paths(ev.kind) && (resolve_target(ev, 0).is_some() || resolve_target(ev, 1).is_some())
-}
-
-/// Clears what the previous syscall of this thread left in its slot. String bytes past each
-/// `str_len` and resolution fields behind a `res::NONE` status are never read, so they stay.
-/// Volatile stores: plain ones are merged into a call of the BPF `memset`, a byte loop.
-#[inline(always)]
-fn reset(ev: &mut Event, kind: EventKind) {
-    // SAFETY: each pointer is to a field of `ev`.
-    unsafe {
-        use core::ptr::{addr_of_mut, write_volatile as put};
-        put(addr_of_mut!(ev.kind), kind as u16);
-        put(addr_of_mut!(ev.flags), 0);
-        for i in 0..3 {
-            put(addr_of_mut!(ev.str_len[i]), 0);
-            put(addr_of_mut!(ev._pad[i]), 0);
-        }
-        put(addr_of_mut!(ev.new_ns), Default::default());
-        put(addr_of_mut!(ev.ret), 0);
-        for i in 0..ev.args.len() {
-            put(addr_of_mut!(ev.args[i]), 0);
-        }
-        put(addr_of_mut!(ev.res[0].status), res::NONE);
-        put(addr_of_mut!(ev.res[1].status), res::NONE);
-    }
 }
 
 #[inline(always)]

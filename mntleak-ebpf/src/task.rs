@@ -103,48 +103,39 @@ impl Reader for Btf {
     }
 }
 
-/// Namespaces of `task` (a `task_struct *`). Zero fields when unknown.
+/// Namespaces of `task`, a BTF-typed `task_struct *` (the current task, a tp_btf argument).
+/// Zero fields when unknown.
 #[inline(always)]
 pub fn task_ns(task: u64) -> NsInfo {
-    ns_of::<Probe>(task)
-}
-
-#[inline(always)]
-fn ns_of<R: Reader>(task: u64) -> NsInfo {
     let mut ns = NsInfo::default();
     if !offsets_valid() {
         return ns;
     }
     unsafe {
-        let Some(nsproxy) = R::read::<u64>(task, off!(task_nsproxy)) else {
+        let Some(nsproxy) = Btf::read::<u64>(task, off!(task_nsproxy)) else {
             return ns;
         };
-        if let Some(mnt) = R::read::<u64>(nsproxy, off!(nsproxy_mnt_ns)) {
-            ns.mnt_ns_inum = R::read::<u32>(mnt, off!(mnt_ns_inum)).unwrap_or(0);
+        if let Some(mnt) = Btf::read::<u64>(nsproxy, off!(nsproxy_mnt_ns)) {
+            ns.mnt_ns_inum = Btf::read::<u32>(mnt, off!(mnt_ns_inum)).unwrap_or(0);
             let id = off!(mnt_ns_id);
             if id != 0 {
-                ns.mnt_ns_id = R::read::<u64>(mnt, id).unwrap_or(0);
+                ns.mnt_ns_id = Btf::read::<u64>(mnt, id).unwrap_or(0);
             }
         }
-        if let Some(net) = R::read::<u64>(nsproxy, off!(nsproxy_net_ns)) {
-            ns.net_ns_inum = R::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0);
+        if let Some(net) = Btf::read::<u64>(nsproxy, off!(nsproxy_net_ns)) {
+            ns.net_ns_inum = Btf::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0);
         }
     }
     ns
 }
 
-/// tgid of `task`.
+/// tgid of `task`, a BTF-typed `task_struct *`.
 #[inline(always)]
 pub fn task_tgid(task: u64) -> u32 {
-    tgid_of::<Probe>(task)
-}
-
-#[inline(always)]
-fn tgid_of<R: Reader>(task: u64) -> u32 {
     if !offsets_valid() {
         return 0;
     }
-    unsafe { R::read::<u32>(task, off!(task_tgid)).unwrap_or(0) }
+    unsafe { Btf::read::<u32>(task, off!(task_tgid)).unwrap_or(0) }
 }
 
 #[inline(always)]
@@ -155,7 +146,7 @@ fn current_task_btf() -> u64 {
 /// The current task's namespaces.
 #[inline(always)]
 pub fn current_ns() -> NsInfo {
-    ns_of::<Btf>(current_task_btf())
+    task_ns(current_task_btf())
 }
 
 /// Everything about the current task.
@@ -168,13 +159,13 @@ pub fn fill_current(info: &mut TaskInfo) {
     info.tid = pid_tgid as u32;
     info.ppid = if offsets_valid() {
         let parent = unsafe { Btf::read::<u64>(task, off!(task_real_parent)) }.unwrap_or(0);
-        tgid_of::<Btf>(parent)
+        task_tgid(parent)
     } else {
         0
     };
     info._pad0 = 0;
     info.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    info.ns = ns_of::<Btf>(task);
+    info.ns = task_ns(task);
     // Straight into the event: the wrapper's by-value array costs stack copies and memsets.
     let comm = info.comm.as_mut_ptr().cast();
     if unsafe { generated::bpf_get_current_comm(comm, info.comm.len() as u32) } != 0 {
