@@ -18,7 +18,7 @@ use bytes::BytesMut;
 
 use crate::model::{CaptureHeader, ContainerInfo, Record, Snapshot};
 
-use wire::{Decoded, Decoder, Encoder, PREAMBLE, PREFIX_LEN};
+use wire::{Decoder, Encoder, PREAMBLE, PREFIX_LEN};
 pub use wire::{FORMAT_VERSION, MAGIC, MAX_FRAME};
 
 /// The writer flushes on its own beyond this much buffered data, so memory stays bounded.
@@ -489,8 +489,9 @@ impl Source {
         Ok(h)
     }
 
-    /// The next record of this file, its clean end, or where it ends inside a frame.
-    fn next(&mut self) -> Result<Next, CaptureError> {
+    /// The next record of this file (into `slot`, see [`Decoder::frame`]), its clean end, or
+    /// where it ends inside a frame.
+    fn next(&mut self, slot: &mut Record) -> Result<Next, CaptureError> {
         loop {
             let start = self.offset();
             if !self.fill(1)? {
@@ -523,34 +524,32 @@ impl Source {
             }
             let ty = frame[vlen];
             let body = &frame[vlen + 1..total - 4];
-            let decoded = self
+            let record = self
                 .dec
-                .frame(ty, body)
+                .frame(ty, body, slot)
                 .map_err(|e| CaptureError::Corrupt {
                     path: self.path.clone(),
                     offset: start,
                     what: e,
                 })?;
             self.pos += total;
-            match decoded {
-                Decoded::Internal => continue,
-                Decoded::Record(_) if self.skip_preamble && ty & PREAMBLE != 0 => continue,
-                Decoded::Record(r) => return Ok(Next::Record(r)),
+            if record && !(self.skip_preamble && ty & PREAMBLE != 0) {
+                return Ok(Next::Record);
             }
         }
     }
 }
 
-// A return value moved once per record: boxing would add an allocation per record.
-#[allow(clippy::large_enum_variant)]
 enum Next {
-    Record(Record),
+    /// In the slot given.
+    Record,
     End,
     /// The file ends inside the frame starting at this offset.
     Torn(u64),
 }
 
-/// Reads a capture, or a rotated set oldest first, as one stream of records.
+/// Reads a capture, or a rotated set oldest first, as one stream of records: owned ones as an
+/// iterator, or borrowed ones from [`CaptureReader::next_record`], which reuses their buffers.
 pub struct CaptureReader {
     header: CaptureHeader,
     first: PathBuf,
@@ -558,6 +557,8 @@ pub struct CaptureReader {
     rest: VecDeque<PathBuf>,
     stopped: Option<(PathBuf, u64)>,
     done: bool,
+    /// The record `next_record` lent out last, decoded over by the next one.
+    slot: Record,
 }
 
 impl CaptureReader {
@@ -572,6 +573,7 @@ impl CaptureReader {
             rest: rest.iter().cloned().collect(),
             stopped: None,
             done: false,
+            slot: EMPTY_SLOT,
         })
     }
 
@@ -592,6 +594,7 @@ impl CaptureReader {
             rest: VecDeque::new(),
             stopped: None,
             done: false,
+            slot: EMPTY_SLOT,
         })
     }
 
@@ -605,17 +608,18 @@ impl CaptureReader {
         self.stopped.clone()
     }
 
-    fn advance(&mut self) -> Result<Option<Record>, CaptureError> {
+    /// Decodes the next record into `slot`; false at the end.
+    fn advance(&mut self, slot: &mut Record) -> Result<bool, CaptureError> {
         loop {
             let Some(src) = self.cur.as_mut() else {
-                return Ok(None);
+                return Ok(false);
             };
-            match src.next()? {
-                Next::Record(r) => return Ok(Some(r)),
+            match src.next(slot)? {
+                Next::Record => return Ok(true),
                 Next::Torn(off) => {
                     self.stopped = Some((src.path.clone(), off));
                     self.cur = None;
-                    return Ok(None);
+                    return Ok(false);
                 }
                 Next::End => {
                     self.cur = None;
@@ -635,28 +639,51 @@ impl CaptureReader {
             }
         }
     }
-}
 
-impl Iterator for CaptureReader {
-    type Item = Result<Record, CaptureError>;
+    /// The next record, lent until the next call: the same stream as the iterator, decoded in
+    /// place over the previous one (no allocation or copy per record).
+    pub fn next_record(&mut self) -> Result<Option<&Record>, CaptureError> {
+        let mut slot = std::mem::replace(&mut self.slot, EMPTY_SLOT);
+        let got = self.step(&mut slot);
+        self.slot = slot;
+        Ok(got?.then_some(&self.slot))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn step(&mut self, slot: &mut Record) -> Result<bool, CaptureError> {
         if self.done {
-            return None;
+            return Ok(false);
         }
-        match self.advance() {
-            Ok(Some(r)) => Some(Ok(r)),
-            Ok(None) => {
+        match self.advance(slot) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
                 self.done = true;
-                None
+                Ok(false)
             }
             Err(e) => {
                 // One error ends the stream: what follows a corrupt frame cannot be trusted.
                 self.done = true;
                 self.cur = None;
-                Some(Err(e))
+                Err(e)
             }
         }
+    }
+}
+
+/// A placeholder slot, cheap to make: the first record decoded replaces it.
+const EMPTY_SLOT: Record = Record::Lost {
+    count: 0,
+    first_ts_ns: 0,
+    last_ts_ns: 0,
+};
+
+impl Iterator for CaptureReader {
+    type Item = Result<Record, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut slot = EMPTY_SLOT;
+        self.step(&mut slot)
+            .map(|got| got.then_some(slot))
+            .transpose()
     }
 }
 

@@ -593,15 +593,24 @@ pub struct Decoder {
     prev_resolved: String,
     /// Bytes the current frame may still expand to.
     budget: Cell<usize>,
+    /// String buffers of the previous record, reused for the next one: replay decodes millions
+    /// of records and would otherwise allocate and free each of their strings.
+    pool: Vec<String>,
 }
 
-/// What one frame turned out to be.
-// A return value moved once per record: boxing would add an allocation per record.
-#[allow(clippy::large_enum_variant)]
-pub enum Decoded {
-    /// A dictionary update: nothing to yield.
-    Internal,
-    Record(Record),
+/// Buffers kept for reuse at most, and the largest kept (a snapshot's strings are not worth it).
+const POOL_MAX: usize = 32;
+const POOL_MAX_CAPACITY: usize = 4096;
+
+/// `s` in a buffer from `pool` when one is there.
+fn pooled(pool: &mut Vec<String>, s: &str) -> String {
+    match pool.pop() {
+        Some(mut b) => {
+            b.push_str(s);
+            b
+        }
+        None => s.to_owned(),
+    }
 }
 
 impl Decoder {
@@ -627,13 +636,81 @@ impl Decoder {
         self.prev_resolved.truncate(common);
         self.prev_resolved.push_str(rest);
         Ok(KStr {
-            text: self.prev_resolved.clone(),
+            text: pooled(&mut self.pool, &self.prev_resolved),
             truncated: v & 1 == 1,
         })
     }
 
-    /// Decodes the body (type byte stripped) of a CRC-checked frame.
-    pub fn frame(&mut self, ty: u8, body: &[u8]) -> Result<Decoded, String> {
+    /// Keeps a string buffer for the next records.
+    fn give(&mut self, k: KStr) {
+        let mut t = k.text;
+        if self.pool.len() < POOL_MAX && t.capacity() <= POOL_MAX_CAPACITY {
+            t.clear();
+            self.pool.push(t);
+        }
+    }
+
+    /// Takes the string buffers of a record being replaced.
+    fn recycle(&mut self, rec: Record) {
+        if let Record::Event(mut e) = rec {
+            self.recycle_parts(&mut e);
+            self.give(e.task.comm);
+        }
+    }
+
+    /// Takes the string buffers of an event's action and optional parts, leaving them empty.
+    fn recycle_parts(&mut self, e: &mut Event) {
+        if let Some(d) = e.dir.take() {
+            self.give(d);
+        }
+        for r in e.resolved.iter_mut() {
+            if let Some(r) = r.take() {
+                self.give(r.path);
+            }
+        }
+        match std::mem::replace(&mut e.action, Action::Exit) {
+            Action::Mount {
+                source,
+                target,
+                fstype,
+                ..
+            } => [source, target, fstype]
+                .into_iter()
+                .for_each(|k| self.give(k)),
+            Action::Fsconfig { key, value, .. } => {
+                self.give(key);
+                self.give(value);
+            }
+            Action::MoveMount {
+                from_path, to_path, ..
+            } => {
+                self.give(from_path);
+                self.give(to_path);
+            }
+            Action::PivotRoot { new_root, put_old } => {
+                self.give(new_root);
+                self.give(put_old);
+            }
+            Action::Umount { target: k, .. }
+            | Action::Unlink { path: k, .. }
+            | Action::Fsopen { fstype: k, .. }
+            | Action::OpenTree { path: k, .. }
+            | Action::MountSetattr { path: k, .. }
+            | Action::Chroot { path: k }
+            | Action::Exec { filename: k } => self.give(k),
+            Action::Unshare { .. }
+            | Action::Setns { .. }
+            | Action::Clone { .. }
+            | Action::Fsmount { .. }
+            | Action::Fork { .. }
+            | Action::Exit => {}
+        }
+    }
+
+    /// Decodes the body (type byte stripped) of a CRC-checked frame into `slot`, which holds the
+    /// previous record: an event is decoded in place, reusing its buffers. Returns whether the
+    /// frame was a record (else a dictionary update, and `slot` is unchanged).
+    pub fn frame(&mut self, ty: u8, body: &[u8], slot: &mut Record) -> Result<bool, String> {
         let mut c = Cursor::new(body);
         self.budget.set(MAX_EXPANSION);
         let rec = match ty & !PREAMBLE {
@@ -646,7 +723,7 @@ impl Decoder {
                 let s = std::str::from_utf8(body).map_err(|_| "dictionary string is not UTF-8")?;
                 self.string_bytes += s.len();
                 self.strings.push(s.to_owned());
-                return Ok(Decoded::Internal);
+                return Ok(false);
             }
             T_STRING_DELTA => {
                 let common = usize::try_from(c.varint()?).map_err(|_| "prefix too long")?;
@@ -668,7 +745,7 @@ impl Decoder {
                 s.push_str(rest);
                 self.string_bytes += s.len();
                 self.strings.push(s);
-                return Ok(Decoded::Internal);
+                return Ok(false);
             }
             T_TASK => {
                 if self.tasks.len() >= READER_MAX_ENTRIES {
@@ -686,14 +763,25 @@ impl Decoder {
                 };
                 c.end()?;
                 self.tasks.push(task);
-                return Ok(Decoded::Internal);
+                return Ok(false);
             }
             T_RESET => {
                 c.end()?;
                 self.reset();
-                return Ok(Decoded::Internal);
+                return Ok(false);
             }
-            T_EVENT => Record::Event(self.event(&mut c)?),
+            T_EVENT => {
+                if !matches!(slot, Record::Event(_)) {
+                    let old = std::mem::replace(slot, Record::Event(empty_event()));
+                    self.recycle(old);
+                }
+                let Record::Event(ev) = slot else {
+                    unreachable!("made an event above")
+                };
+                self.event(&mut c, ev)?;
+                c.end()?;
+                return Ok(true);
+            }
             T_LOST => Record::Lost {
                 count: c.varint()?,
                 first_ts_ns: c.varint()?,
@@ -718,7 +806,9 @@ impl Decoder {
             other => return Err(format!("unknown record type {other}")),
         };
         c.end()?;
-        Ok(Decoded::Record(rec))
+        let old = std::mem::replace(slot, rec);
+        self.recycle(old);
+        Ok(true)
     }
 
     fn spend(&self, n: usize) -> Result<(), String> {
@@ -730,7 +820,7 @@ impl Decoder {
         Ok(())
     }
 
-    fn kstr(&self, c: &mut Cursor) -> Result<KStr, String> {
+    fn kstr(&mut self, c: &mut Cursor) -> Result<KStr, String> {
         let v = c.varint()?;
         let idx = v >> 1;
         let text = usize::try_from(idx)
@@ -739,61 +829,62 @@ impl Decoder {
             .ok_or_else(|| format!("unknown dictionary index {idx}"))?;
         self.spend(text.len() + size_of::<KStr>())?;
         Ok(KStr {
-            text: text.clone(),
+            text: pooled(&mut self.pool, text),
             truncated: v & 1 == 1,
         })
     }
 
-    fn event(&mut self, c: &mut Cursor) -> Result<Event, String> {
+    /// Decodes an event into `ev`, the previous one: its buffers are reused.
+    fn event(&mut self, c: &mut Cursor, ev: &mut Event) -> Result<(), String> {
         let ts = self.prev_ts.wrapping_add(unzigzag(c.varint()?) as u64);
         self.prev_ts = ts;
         let idx = c.varint()?;
-        let mut task = usize::try_from(idx)
+        let t = usize::try_from(idx)
             .ok()
             .and_then(|i| self.tasks.get(i))
-            .ok_or_else(|| format!("unknown task index {idx}"))?
-            .clone();
+            .ok_or_else(|| format!("unknown task index {idx}"))?;
+        let task = &mut ev.task;
         task.ts_ns = ts;
-        let action = self.action(c)?;
+        task.pid = t.pid;
+        task.tid = t.tid;
+        task.ppid = t.ppid;
+        task.comm.text.clear();
+        task.comm.text.push_str(&t.comm.text);
+        task.comm.truncated = t.comm.truncated;
+        task.mnt_ns = t.mnt_ns;
+        task.net_ns_inum = t.net_ns_inum;
+        task.cgroup_id = t.cgroup_id;
+        self.recycle_parts(ev);
+        ev.action = self.action(c)?;
         let presence = c.u8()?;
         if presence & !0x1f != 0 {
             return Err(format!("bad presence bits {presence:#x}"));
         }
-        let ret = if presence & 1 != 0 {
+        ev.ret = if presence & 1 != 0 {
             Some(unzigzag(c.varint()?))
         } else {
             None
         };
-        let new_mnt_ns = if presence & 2 != 0 {
+        ev.new_mnt_ns = if presence & 2 != 0 {
             Some(ns_get(c)?)
         } else {
             None
         };
-        let dir = if presence & 4 != 0 {
-            Some(self.kstr(c)?)
-        } else {
-            None
-        };
-        let mut resolved = [None, None];
-        for (i, r) in resolved.iter_mut().enumerate() {
+        if presence & 4 != 0 {
+            ev.dir = Some(self.kstr(c)?);
+        }
+        for i in 0..2 {
             if presence & (8 << i) != 0 {
-                *r = Some(ResolvedPath {
+                ev.resolved[i] = Some(ResolvedPath {
                     path: self.resolved_path(c)?,
                     mnt_id: c.varint()?,
                 });
             }
         }
-        Ok(Event {
-            task,
-            action,
-            ret,
-            new_mnt_ns,
-            dir,
-            resolved,
-        })
+        Ok(())
     }
 
-    fn action(&self, c: &mut Cursor) -> Result<Action, String> {
+    fn action(&mut self, c: &mut Cursor) -> Result<Action, String> {
         Ok(match c.u8()? {
             0 => Action::Mount {
                 source: self.kstr(c)?,
@@ -885,7 +976,7 @@ impl Decoder {
         })
     }
 
-    fn mounts(&self, c: &mut Cursor) -> Result<Vec<MountInfo>, String> {
+    fn mounts(&mut self, c: &mut Cursor) -> Result<Vec<MountInfo>, String> {
         let n = c.count()?;
         // Capacity grows with what decodes, not with what a count claims.
         let mut v = Vec::with_capacity(n.min(1024));
@@ -920,7 +1011,7 @@ impl Decoder {
         Ok(v)
     }
 
-    fn snapshot(&self, c: &mut Cursor) -> Result<Snapshot, String> {
+    fn snapshot(&mut self, c: &mut Cursor) -> Result<Snapshot, String> {
         let ts_ns = c.varint()?;
         let host_ns = ns_get(c)?;
         let n = c.count()?;
@@ -955,6 +1046,18 @@ impl Decoder {
             namespaces,
             processes,
         })
+    }
+}
+
+/// The slot an event is decoded into when the previous record was not one.
+fn empty_event() -> Event {
+    Event {
+        task: Task::default(),
+        action: Action::Exit,
+        ret: None,
+        new_mnt_ns: None,
+        dir: None,
+        resolved: [None, None],
     }
 }
 
