@@ -557,8 +557,9 @@ pub struct CaptureReader {
     rest: VecDeque<PathBuf>,
     stopped: Option<(PathBuf, u64)>,
     done: bool,
-    /// The record `next_record` lent out last, decoded over by the next one.
-    slot: Record,
+    /// The record `next_record` lent out last, decoded over by the next one (boxed: taking it
+    /// out while decoding moves a pointer, not the record).
+    slot: Option<Box<Record>>,
 }
 
 impl CaptureReader {
@@ -573,7 +574,7 @@ impl CaptureReader {
             rest: rest.iter().cloned().collect(),
             stopped: None,
             done: false,
-            slot: EMPTY_SLOT,
+            slot: None,
         })
     }
 
@@ -594,7 +595,7 @@ impl CaptureReader {
             rest: VecDeque::new(),
             stopped: None,
             done: false,
-            slot: EMPTY_SLOT,
+            slot: None,
         })
     }
 
@@ -643,10 +644,10 @@ impl CaptureReader {
     /// The next record, lent until the next call: the same stream as the iterator, decoded in
     /// place over the previous one (no allocation or copy per record).
     pub fn next_record(&mut self) -> Result<Option<&Record>, CaptureError> {
-        let mut slot = std::mem::replace(&mut self.slot, EMPTY_SLOT);
+        let mut slot = self.slot.take().unwrap_or_else(|| Box::new(EMPTY_SLOT));
         let got = self.step(&mut slot);
-        self.slot = slot;
-        Ok(got?.then_some(&self.slot))
+        self.slot = Some(slot);
+        Ok(if got? { self.slot.as_deref() } else { None })
     }
 
     fn step(&mut self, slot: &mut Record) -> Result<bool, CaptureError> {
