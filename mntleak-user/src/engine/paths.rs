@@ -3,6 +3,10 @@
 /// Normalizes `p` as seen by a process whose root is `root` ("" for the namespace root) and whose
 /// relative paths resolve against `dir` (absolute inside the process root; "/" when unknown).
 pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
+    if root.is_empty() && is_normal(p) {
+        // Most paths arrive absolute and clean: nothing to split and rejoin.
+        return p.to_string();
+    }
     let mut parts: Vec<&str> = Vec::new();
     if !p.starts_with('/')
         && let Some(d) = dir
@@ -24,6 +28,18 @@ pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
         out.replace_range(..8, "/run");
     }
     out
+}
+
+/// `p` is absolute and normalized already (no empty, `.` or `..` component, no trailing slash),
+/// and not under the `/var/run` alias that `resolve` rewrites.
+fn is_normal(p: &str) -> bool {
+    if p == "/" {
+        return true;
+    }
+    p.starts_with('/')
+        && p[1..].split('/').all(|c| !matches!(c, "" | "." | ".."))
+        && p != "/var/run"
+        && !p.starts_with("/var/run/")
 }
 
 fn push_components<'a>(parts: &mut Vec<&'a str>, s: &'a str) {
@@ -76,7 +92,8 @@ pub fn parent(p: &str) -> Option<&str> {
 }
 
 pub fn basename(p: &str) -> &str {
-    match p.rfind('/') {
+    // A byte search: this runs for every unlink.
+    match p.bytes().rposition(|b| b == b'/') {
         Some(i) => &p[i + 1..],
         None => p,
     }
@@ -93,6 +110,10 @@ mod t {
         assert_eq!(resolve("", None, "/"), "/");
         assert_eq!(resolve("", None, "/var/run/netns/x"), "/run/netns/x");
         assert_eq!(resolve("", None, "/var/runner"), "/var/runner");
+        assert_eq!(resolve("", None, "/var/run"), "/run");
+        assert_eq!(resolve("", None, "/a/.."), "/");
+        assert_eq!(resolve("", Some("/x"), "/a/b"), "/a/b");
+        assert_eq!(resolve("", Some("/x"), "a"), "/x/a");
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", ""), "/a");
         assert_eq!(strip("/a/b", "/a"), Some("b"));

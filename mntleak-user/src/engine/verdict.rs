@@ -486,10 +486,18 @@ impl Engine {
             time: e.task.ts_ns,
             explanation: explain(e.action.name(), errno).to_string(),
         };
-        self.recent_symptoms.push_back(s.clone());
+        let umount = matches!(e.action, Action::Umount { .. });
+        // Most failures explain nothing yet: keep the one copy for later findings, clone it
+        // only when something can use it now.
+        let wanted = umount || !self.leaks.is_empty() || !self.at_risk.is_empty();
+        let s_now = wanted.then(|| s.clone());
+        self.recent_symptoms.push_back(s);
         if self.recent_symptoms.len() > MAX_RECENT {
             self.recent_symptoms.pop_front();
         }
+        let Some(s) = s_now else {
+            return;
+        };
         let mut changed = Vec::new();
         for f in self.leaks.values_mut().chain(self.at_risk.values_mut()) {
             let hit = f.mount.path == full
@@ -502,7 +510,7 @@ impl Engine {
         }
         // A stranded mount already detached (by an unlink) still explains the creator's
         // failed umount that follows.
-        if matches!(e.action, Action::Umount { .. }) {
+        if umount {
             for f in self.resolved.iter_mut().rev().take(64) {
                 if f.reason_code == "stranded"
                     && (f.mount.path == full || f.mount.path_in_ns == full)
@@ -526,7 +534,7 @@ impl Engine {
             }
         }
         self.out.extend(changed);
-        if matches!(e.action, Action::Umount { .. }) && (errno == "EINVAL" || errno == "ENOENT") {
+        if umount && (errno == "EINVAL" || errno == "ENOENT") {
             self.stranded(e, ns, &full, s);
         }
     }
