@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::Engine;
 use super::paths::{basename, join, resolve, strip};
 use super::state::{
-    Cause, CloneMode, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, nsfs_mnt_inum, prop_str,
+    Cause, CloneMode, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, count_name, nsfs_mnt_inum,
 };
 use crate::model::{Action, Event, MntNs, MountInfo, Snapshot};
 use crate::uapi::*;
@@ -139,10 +139,10 @@ impl Engine {
                 ns,
                 parent,
                 children: Vec::new(),
-                mountpoint,
-                root,
-                source: mi.source.as_str().to_string(),
-                fstype: mi.fstype.as_str().to_string(),
+                mountpoint: mountpoint.as_str().into(),
+                root: root.as_str().into(),
+                source: mi.source.as_str().into(),
+                fstype: mi.fstype.as_str().into(),
                 fs,
                 kernel_id: Some(mi.mnt_id),
                 shared,
@@ -150,7 +150,7 @@ impl Engine {
                 unbindable: mi.propagation.unbindable,
                 family: fam,
                 copy_ev: lineage,
-                copy_prop: prop_str(shared, master, mi.propagation.unbindable),
+                copy_prop: (shared, master, mi.propagation.unbindable),
                 cut_ev: None,
                 dentry: None,
             };
@@ -183,7 +183,7 @@ impl Engine {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
             };
-            let key = (m.fs, m.root.clone());
+            let key = (m.fs, m.root.to_string());
             let better = match idx.get(&key) {
                 None => true,
                 Some(&old) => {
@@ -313,7 +313,7 @@ impl Engine {
     /// The model mount a fact's mount is: same place, same filesystem object.
     fn fact_match(&self, ns: u64, mi: &MountInfo, taken: &HashMap<MKey, usize>) -> Option<MKey> {
         let mp = resolve("", None, mi.mountpoint.as_str());
-        let v = self.ns.get(&ns)?.by_path.get(&mp)?;
+        let v = self.ns.get(&ns)?.by_path.get(mp.as_str())?;
         let free = || v.iter().copied().filter(|k| !taken.contains_key(k));
         if let Some(k) = free().find(|&k| self.m(k).kernel_id == Some(mi.mnt_id)) {
             return Some(k);
@@ -326,14 +326,14 @@ impl Engine {
         let dev_fs = self.dev_fs.get(&(mi.dev_major, mi.dev_minor)).copied();
         let same_obj = |k: MKey| {
             let m = self.m(k);
-            m.root == root
+            *m.root == *root
                 && match dev_fs {
                     Some(f) => m.fs == f,
-                    None => m.fstype == mi.fstype.as_str(),
+                    None => &*m.fstype == mi.fstype.as_str(),
                 }
         };
         // In a stack of look-alikes (two tmpfs at one place) the source tells them apart.
-        let same_source = |k: MKey| self.m(k).source == mi.source.as_str();
+        let same_source = |k: MKey| &*self.m(k).source == mi.source.as_str();
         // Topmost first: a stack's hidden lower mounts are what the listing may leave out.
         let unnamed = |k: MKey| self.m(k).kernel_id.is_none() && same_obj(k);
         if let Some(k) = free()
@@ -349,7 +349,7 @@ impl Engine {
         // an event): same kind and root at the same place is the same mount.
         let alike = |k: MKey| {
             let m = self.m(k);
-            m.kernel_id.is_none() && m.root == root && m.fstype == mi.fstype.as_str()
+            m.kernel_id.is_none() && *m.root == *root && &*m.fstype == mi.fstype.as_str()
         };
         free()
             .rfind(|&k| alike(k) && same_source(k))
@@ -502,28 +502,16 @@ impl Engine {
             .collect();
         // Instantiate with absolute paths: parents' mountpoints are not prefixes in general
         // (a child's rel is from "/"), so place each at "/" + rel.
-        self.instantiate_abs(dst.id, &seeds, ev);
+        self.instantiate_abs(dst.id, seeds, ev);
     }
 
-    fn instantiate_abs(&mut self, ns: u64, seeds: &[Seed], ev: &super::state::Ev) {
+    fn instantiate_abs(&mut self, ns: u64, seeds: Vec<Seed>, ev: &super::state::Ev) {
         let mut keys: Vec<MKey> = Vec::with_capacity(seeds.len());
-        for s in seeds {
-            let p = s.parent.map(|i| keys[i]);
-            let one = Seed {
-                parent: None,
-                ..s.clone()
-            };
+        for mut s in seeds {
+            let p = s.parent.take().map(|i| keys[i]);
             let at = join("/", &s.rel);
-            let k = self.instantiate(
-                ns,
-                p,
-                &at,
-                &[Seed {
-                    rel: String::new(),
-                    ..one
-                }],
-                Some(ev),
-            )[0];
+            s.rel.clear();
+            let k = self.instantiate(ns, p, &at, std::slice::from_ref(&s), Some(ev))[0];
             keys.push(k);
         }
     }
@@ -824,7 +812,7 @@ impl Engine {
                 } else {
                     self.mount_at(ns, &full)
                         .or_else(|| self.lookup(ns, &full))
-                        .map(|k| FdObj::Attached(k, self.m(k).mountpoint.clone()))
+                        .map(|k| FdObj::Attached(k, self.m(k).mountpoint.to_string()))
                 };
                 if let Some(o) = obj {
                     self.put_fd(pid, ret as i32, o);
@@ -851,7 +839,7 @@ impl Engine {
                     match obj {
                         Some(FdObj::Detached(seeds)) => self.attach(ns, &to, seeds, &ev),
                         Some(FdObj::Attached(k, mp))
-                            if self.alive(k) && self.m(k).mountpoint == mp =>
+                            if self.alive(k) && *self.m(k).mountpoint == *mp =>
                         {
                             self.do_move(ns, &mp, &to, &ev);
                         }
@@ -940,13 +928,13 @@ impl Engine {
             .mounts
             .iter()
             .flatten()
-            .find(|m| m.fstype == "nsfs")
+            .find(|m| &*m.fstype == "nsfs")
             .map(|m| m.fs);
         let mut seed = self.new_fs_seed("nsfs", "nsfs");
         if let Some(fs) = fs {
             seed.fs = fs;
         }
-        seed.root = format!("{kind}:[{inum}]");
+        seed.root = format!("{kind}:[{inum}]").into();
         Some(seed)
     }
 
@@ -968,12 +956,12 @@ impl Engine {
             rel: String::new(),
             parent: None,
             root: if fstype == "nsfs" {
-                source.to_string()
+                source.into()
             } else {
-                "/".to_string()
+                "/".into()
             },
-            source: source.to_string(),
-            fstype: fstype.to_string(),
+            source: source.into(),
+            fstype: fstype.into(),
             fs,
             shared: None,
             master: None,
@@ -1083,7 +1071,7 @@ impl Engine {
         if let Some(d) = d {
             self.mp_index.entry(d).or_default().push(k);
         }
-        *self.mp_base.entry(basename(&mp).to_string()).or_default() += 1;
+        count_name(&mut self.mp_base, basename(&mp));
         self.ns
             .entry(ns)
             .or_default()
@@ -1111,7 +1099,7 @@ impl Engine {
         for &x in &sub {
             let mp = self.m(x).mountpoint.clone();
             let rel = strip(&mp, from).unwrap_or("").to_string();
-            self.mm(x).mountpoint = join(to, &rel);
+            self.mm(x).mountpoint = join(to, &rel).into();
         }
         if let Some(old) = self.m(k).parent {
             self.mm(old).children.retain(|&c| c != k);
@@ -1151,7 +1139,7 @@ impl Engine {
             } else {
                 join(&po_abs, strip(&mp, "/").unwrap_or(""))
             };
-            self.mm(x).mountpoint = new_mp;
+            self.mm(x).mountpoint = new_mp.into();
         }
         // Re-link: new root detaches from its parent; the old root goes under put_old.
         if let Some(p) = self.m(nr).parent {
@@ -1212,7 +1200,7 @@ impl Engine {
         let Some(on) = self.lookup(ns, full) else {
             return;
         };
-        let dentry = if self.m(on).mountpoint == full {
+        let dentry = if *self.m(on).mountpoint == *full {
             // The path is a mountpoint here: what is unlinked is the dentry under it.
             match self.m(on).parent {
                 Some(p) => self.dentry_of(p, full),
@@ -1230,7 +1218,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter_map(|(k, m)| m.as_ref().map(|m| (k as MKey, m)))
-            .filter(|(_, m)| m.fs == d.0 && m.root == d.1 && m.fstype != "nsfs")
+            .filter(|(_, m)| m.fs == d.0 && *m.root == *d.1 && &*m.fstype != "nsfs")
             .map(|(k, _)| k)
             .collect();
         for k in dead_roots {
@@ -1244,8 +1232,8 @@ impl Engine {
                     self.mp_base.remove(&b);
                 }
             }
-            *self.mp_base.entry(basename(&root).to_string()).or_default() += 1;
-            self.mm(k).root = root;
+            count_name(&mut self.mp_base, basename(&root));
+            self.mm(k).root = root.into();
         }
         let victims: Vec<MKey> = self
             .mp_index
@@ -1278,7 +1266,7 @@ impl Engine {
             return None;
         }
         self.mounts.iter().flatten().find_map(|m| {
-            (m.fstype == "nsfs" && nsfs_mnt_inum(&m.root) == Some(inum))
+            (&*m.fstype == "nsfs" && nsfs_mnt_inum(&m.root) == Some(inum))
                 .then(|| format!("nsfs mount {} in mnt ns {}", m.mountpoint, m.ns))
         })
     }

@@ -3,7 +3,7 @@
 
 use super::{HashMap, HashSet};
 
-use super::state::{Cause, Ev, MKey, Mount};
+use super::state::{Cause, Ev, MKey, Mount, prop_str};
 use super::{Engine, MAX_RESOLVED, errno_name};
 use crate::model::{Action, Event};
 use crate::report::finding::{
@@ -258,7 +258,7 @@ impl Engine {
         let symptoms: Vec<Symptom> = self
             .recent_symptoms
             .iter()
-            .filter(|s| s.path == fam.path || s.path == path_in_ns || s.path == fam.source)
+            .filter(|s| s.path == fam.path || *s.path == *path_in_ns || s.path == fam.source)
             .cloned()
             .collect();
         let mut f = Finding {
@@ -268,7 +268,7 @@ impl Engine {
                 source: fam.source.clone(),
                 fstype: fam.fstype.clone(),
                 path: fam.path.clone(),
-                path_in_ns,
+                path_in_ns: path_in_ns.to_string(),
                 mount_id: m.kernel_id,
             },
             origin: fam.origin.as_ref().map(|o| Origin {
@@ -277,10 +277,10 @@ impl Engine {
                 mnt_ns_id: fam.origin_ns,
                 time: o.ts,
             }),
-            leaked_by: m
-                .copy_ev
-                .as_ref()
-                .map(|e| evref(e, Some(m.copy_prop.clone()))),
+            leaked_by: m.copy_ev.as_ref().map(|e| {
+                let (shared, master, unbindable) = m.copy_prop;
+                evref(e, Some(prop_str(shared, master, unbindable)))
+            }),
             cut_off_by: m.cut_ev.as_ref().map(|e| evref(e, Some(m.prop_string()))),
             from_mnt_ns_id: fam.origin_ns,
             into_mnt_ns_id: m.ns,
@@ -345,7 +345,7 @@ impl Engine {
         let Some(mut f) = self.leaks.remove(&id) else {
             return;
         };
-        if !matches!(cause, Cause::NsDeath(_)) && m.fstype == "nsfs" {
+        if !matches!(cause, Cause::NsDeath(_)) && &*m.fstype == "nsfs" {
             // Another mount of the same namespace shows the same namespace file (a bind of the
             // copy, e.g. a netns pinned at /pin): it is still held there.
             let heir = self
@@ -365,7 +365,7 @@ impl Engine {
                     "{}; the copy at {} is gone but {} in the same namespace still holds the same filesystem",
                     f.reason, m.mountpoint, xm.mountpoint
                 );
-                f.mount.path_in_ns = xm.mountpoint.clone();
+                f.mount.path_in_ns = xm.mountpoint.to_string();
                 f.mount.mount_id = xm.kernel_id;
                 f.remediation = self.remediation(&f);
                 self.leak_by_mount.insert(x, id);
@@ -648,7 +648,7 @@ impl Engine {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
             };
-            if !f.container_looking || m.mountpoint != path {
+            if !f.container_looking || &*m.mountpoint != path {
                 continue;
             }
             let creator = match &f.origin {
