@@ -69,7 +69,14 @@ pub fn unzigzag(v: u64) -> i64 {
 }
 
 /// Decodes a varint at the start of `b`: `Ok(None)` if `b` ends inside it.
+#[inline]
 pub fn parse_varint(b: &[u8]) -> Result<Option<(u64, usize)>, &'static str> {
+    // Most numbers of a record (indexes, deltas, flags) fit in one byte.
+    if let Some(&first) = b.first()
+        && first < 0x80
+    {
+        return Ok(Some((u64::from(first), 1)));
+    }
     let mut v = 0u64;
     for (i, &byte) in b.iter().enumerate().take(10) {
         let part = u64::from(byte & 0x7f);
@@ -160,11 +167,13 @@ impl<'a> Cursor<'a> {
     pub fn new(b: &'a [u8]) -> Self {
         Self { b }
     }
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, String> {
         let (&v, rest) = self.b.split_first().ok_or("record ends early")?;
         self.b = rest;
         Ok(v)
     }
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, String> {
         match parse_varint(self.b)? {
             Some((v, n)) => {
@@ -174,9 +183,11 @@ impl<'a> Cursor<'a> {
             None => Err("record ends inside a number".into()),
         }
     }
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, String> {
         u32::try_from(self.varint()?).map_err(|_| "number exceeds 32 bits".into())
     }
+    #[inline]
     pub fn fd(&mut self) -> Result<Fd, String> {
         i32::try_from(unzigzag(self.varint()?)).map_err(|_| "fd exceeds 32 bits".into())
     }

@@ -36,10 +36,21 @@ fn is_normal(p: &str) -> bool {
     if p == "/" {
         return true;
     }
-    p.starts_with('/')
-        && p[1..].split('/').all(|c| !matches!(c, "" | "." | ".."))
-        && p != "/var/run"
-        && !p.starts_with("/var/run/")
+    if !p.starts_with('/') || p == "/var/run" || p.starts_with("/var/run/") {
+        return false;
+    }
+    // Bytewise: every component non-empty and neither `.` nor `..`.
+    let b = p.as_bytes();
+    let mut start = 1;
+    for i in 1..=b.len() {
+        if i == b.len() || b[i] == b'/' {
+            if matches!(&b[start..i], b"" | b"." | b"..") {
+                return false;
+            }
+            start = i + 1;
+        }
+    }
+    true
 }
 
 fn push_components<'a>(parts: &mut Vec<&'a str>, s: &'a str) {
@@ -59,11 +70,13 @@ pub fn join(base: &str, rel: &str) -> String {
     if rel.is_empty() {
         return base.to_string();
     }
-    if base == "/" {
-        format!("/{rel}")
-    } else {
-        format!("{base}/{rel}")
-    }
+    // Concatenated directly: `format!` costs more than the copy (this runs per modelled mount).
+    let base = if base == "/" { "" } else { base };
+    let mut out = String::with_capacity(base.len() + 1 + rel.len());
+    out.push_str(base);
+    out.push('/');
+    out.push_str(rel);
+    out
 }
 
 /// The part of `path` below `prefix` ("" for equal), or None when `path` is not under it.
@@ -114,6 +127,11 @@ mod t {
         assert_eq!(resolve("", None, "/a/.."), "/");
         assert_eq!(resolve("", Some("/x"), "/a/b"), "/a/b");
         assert_eq!(resolve("", Some("/x"), "a"), "/x/a");
+        assert_eq!(resolve("", None, "/a/./b"), "/a/b");
+        assert_eq!(resolve("", None, "/a/"), "/a");
+        assert_eq!(resolve("", None, "a"), "/a");
+        assert_eq!(resolve("", None, ""), "/");
+        assert_eq!(resolve("", None, "/.x/..y"), "/.x/..y");
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", ""), "/a");
         assert_eq!(strip("/a/b", "/a"), Some("b"));
