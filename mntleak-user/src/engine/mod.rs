@@ -114,7 +114,7 @@ pub struct Engine {
     leak_by_mount: HashMap<MKey, u64>,
     at_risk: HashMap<MKey, Finding>,
     resolved: VecDeque<Finding>,
-    recent_symptoms: VecDeque<crate::report::finding::Symptom>,
+    recent_symptoms: VecDeque<verdict::RecentFailure>,
     /// Kernel facts waiting for the event stream to reach their read time (the ring buffer
     /// delivers events older than a fact after it).
     pending_facts: VecDeque<(u64, crate::model::MntNs, Vec<crate::model::MountInfo>)>,

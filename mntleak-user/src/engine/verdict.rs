@@ -26,6 +26,34 @@ fn evref(e: &Ev, propagation: Option<String>) -> EventRef {
     }
 }
 
+/// A failed call, kept for the findings it may explain later: a [`Symptom`] without the strings
+/// that follow from its call and return value.
+#[derive(Debug, Default)]
+pub(super) struct RecentFailure {
+    pid: u32,
+    comm: String,
+    syscall: &'static str,
+    path: String,
+    ret: i64,
+    time: u64,
+}
+
+impl RecentFailure {
+    fn symptom(&self) -> Symptom {
+        let errno = errno_name(self.ret);
+        Symptom {
+            pid: self.pid,
+            comm: self.comm.clone(),
+            syscall: self.syscall.to_string(),
+            path: self.path.clone(),
+            ret: self.ret,
+            errno: errno.to_string(),
+            time: self.time,
+            explanation: explain(self.syscall, errno).to_string(),
+        }
+    }
+}
+
 fn explain(syscall: &str, errno: &str) -> &'static str {
     match (syscall, errno) {
         ("umount2", "EINVAL") => {
@@ -259,7 +287,7 @@ impl Engine {
             .recent_symptoms
             .iter()
             .filter(|s| s.path == fam.path || *s.path == *path_in_ns || s.path == fam.source)
-            .cloned()
+            .map(RecentFailure::symptom)
             .collect();
         let mut f = Finding {
             kind,
@@ -476,28 +504,32 @@ impl Engine {
             None => super::paths::resolve(&root, e.dir.as_ref().map(|d| d.as_str()), path),
         };
         let errno = errno_name(ret);
-        let s = Symptom {
-            pid: e.task.pid,
-            comm: e.task.comm.as_str().to_string(),
-            syscall: e.action.name().to_string(),
-            path: full.clone(),
-            ret,
-            errno: errno.to_string(),
-            time: e.task.ts_ns,
-            explanation: explain(e.action.name(), errno).to_string(),
-        };
-        let umount = matches!(e.action, Action::Umount { .. });
-        // Most failures explain nothing yet: keep the one copy for later findings, clone it
-        // only when something can use it now.
-        let wanted = umount || !self.leaks.is_empty() || !self.at_risk.is_empty();
-        let s_now = wanted.then(|| s.clone());
-        self.recent_symptoms.push_back(s);
-        if self.recent_symptoms.len() > MAX_RECENT {
-            self.recent_symptoms.pop_front();
+        // Remembered in the buffers of the oldest one when the window is full.
+        let mut r = if self.recent_symptoms.len() >= MAX_RECENT {
+            self.recent_symptoms.pop_front()
+        } else {
+            None
         }
-        let Some(s) = s_now else {
+        .unwrap_or_default();
+        r.pid = e.task.pid;
+        r.comm.clear();
+        r.comm.push_str(e.task.comm.as_str());
+        r.syscall = e.action.name();
+        r.path.clear();
+        r.path.push_str(&full);
+        r.ret = ret;
+        r.time = e.task.ts_ns;
+        self.recent_symptoms.push_back(r);
+        let umount = matches!(e.action, Action::Umount { .. });
+        // Most failures explain nothing yet: no symptom to build.
+        if !umount && self.leaks.is_empty() && self.at_risk.is_empty() {
             return;
-        };
+        }
+        let s = self
+            .recent_symptoms
+            .back()
+            .map(RecentFailure::symptom)
+            .unwrap_or_default();
         let mut changed = Vec::new();
         for f in self.leaks.values_mut().chain(self.at_risk.values_mut()) {
             let hit = f.mount.path == full
