@@ -103,6 +103,7 @@ pub struct Engine {
     mp_base: HashMap<String, u32>,
     /// Mount-namespace inode -> nsfs mounts pinning it.
     nsfs_pins: HashMap<u32, u32>,
+    paths: paths::PathSet,
     // per-event scratch
     dirty: Vec<MKey>,
     touched_families: Vec<u32>,
@@ -156,6 +157,7 @@ impl Engine {
             mp_index: HashMap::default(),
             mp_base: HashMap::default(),
             nsfs_pins: HashMap::default(),
+            paths: paths::PathSet::default(),
             dirty: Vec::new(),
             touched_families: Vec::new(),
             unpinned: Vec::new(),

@@ -1,5 +1,10 @@
 //! Path arithmetic on absolute, normalized paths ("/" or "/a/b", never a trailing slash).
 
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use super::HashSet;
+
 /// Normalizes `p` as seen by a process whose root is `root` ("" for the namespace root) and whose
 /// relative paths resolve against `dir` (absolute inside the process root; "/" when unknown).
 pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
@@ -67,16 +72,57 @@ fn push_components<'a>(parts: &mut Vec<&'a str>, s: &'a str) {
 
 /// `base` joined with a relative path (no leading slash), "" meaning `base` itself.
 pub fn join(base: &str, rel: &str) -> String {
+    let mut out = String::with_capacity(base.len() + 1 + rel.len());
+    join_into(&mut out, base, rel);
+    out
+}
+
+fn join_into(out: &mut String, base: &str, rel: &str) {
     if rel.is_empty() {
-        return base.to_string();
+        out.push_str(base);
+        return;
     }
     // Concatenated directly: `format!` costs more than the copy (this runs per modelled mount).
-    let base = if base == "/" { "" } else { base };
-    let mut out = String::with_capacity(base.len() + 1 + rel.len());
-    out.push_str(base);
+    out.push_str(if base == "/" { "" } else { base });
     out.push('/');
     out.push_str(rel);
-    out
+}
+
+/// The path strings of the model (mountpoints, roots, dentries, sources), each held once: a
+/// namespace copy or a re-index finds its strings here instead of allocating them again.
+#[derive(Default)]
+pub(crate) struct PathSet {
+    set: RefCell<HashSet<Arc<str>>>,
+    /// Strings no longer used elsewhere are dropped when the set reaches this size.
+    sweep_at: Cell<usize>,
+    scratch: RefCell<String>,
+}
+
+/// The set is swept no more often than at this size.
+const PATHS_MIN_SWEEP: usize = 4096;
+
+impl PathSet {
+    pub fn get(&self, s: &str) -> Arc<str> {
+        let mut set = self.set.borrow_mut();
+        if let Some(a) = set.get(s) {
+            return a.clone();
+        }
+        if set.len() >= self.sweep_at.get().max(PATHS_MIN_SWEEP) {
+            set.retain(|a| Arc::strong_count(a) > 1);
+            self.sweep_at.set(set.len() * 2);
+        }
+        let a: Arc<str> = Arc::from(s);
+        set.insert(a.clone());
+        a
+    }
+
+    /// [`join`], held in the set.
+    pub fn join(&self, base: &str, rel: &str) -> Arc<str> {
+        let mut buf = self.scratch.borrow_mut();
+        buf.clear();
+        join_into(&mut buf, base, rel);
+        self.get(&buf)
+    }
 }
 
 /// The part of `path` below `prefix` ("" for equal), or None when `path` is not under it.
@@ -134,6 +180,10 @@ mod t {
         assert_eq!(resolve("", None, "/.x/..y"), "/.x/..y");
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", ""), "/a");
+        let set = PathSet::default();
+        let a = set.join("/a", "b");
+        assert_eq!(&*a, "/a/b");
+        assert!(Arc::ptr_eq(&a, &set.get("/a/b")), "held once");
         assert_eq!(strip("/a/b", "/a"), Some("b"));
         assert_eq!(strip("/ab", "/a"), None);
         assert_eq!(strip("/a", "/"), Some("a"));

@@ -139,10 +139,10 @@ impl Engine {
                 ns,
                 parent,
                 children: Vec::new(),
-                mountpoint: mountpoint.as_str().into(),
-                root: root.as_str().into(),
-                source: mi.source.as_str().into(),
-                fstype: mi.fstype.as_str().into(),
+                mountpoint: self.paths.get(&mountpoint),
+                root: self.paths.get(&root),
+                source: self.paths.get(mi.source.as_str()),
+                fstype: self.paths.get(mi.fstype.as_str()),
                 fs,
                 kernel_id: Some(mi.mnt_id),
                 shared,
@@ -934,7 +934,7 @@ impl Engine {
         if let Some(fs) = fs {
             seed.fs = fs;
         }
-        seed.root = format!("{kind}:[{inum}]").into();
+        seed.root = self.paths.get(&format!("{kind}:[{inum}]"));
         Some(seed)
     }
 
@@ -956,12 +956,12 @@ impl Engine {
             rel: String::new(),
             parent: None,
             root: if fstype == "nsfs" {
-                source.into()
+                self.paths.get(source)
             } else {
-                "/".into()
+                self.paths.get("/")
             },
-            source: source.into(),
-            fstype: fstype.into(),
+            source: self.paths.get(source),
+            fstype: self.paths.get(fstype),
             fs,
             shared: None,
             master: None,
@@ -1099,7 +1099,7 @@ impl Engine {
         for &x in &sub {
             let mp = self.m(x).mountpoint.clone();
             let rel = strip(&mp, from).unwrap_or("").to_string();
-            self.mm(x).mountpoint = join(to, &rel).into();
+            self.mm(x).mountpoint = self.paths.join(to, &rel);
         }
         if let Some(old) = self.m(k).parent {
             self.mm(old).children.retain(|&c| c != k);
@@ -1135,11 +1135,11 @@ impl Engine {
         for &x in &all {
             let mp = self.m(x).mountpoint.clone();
             let new_mp = if nr_sub.contains(&x) {
-                join("/", strip(&mp, new_root).unwrap_or(""))
+                self.paths.join("/", strip(&mp, new_root).unwrap_or(""))
             } else {
-                join(&po_abs, strip(&mp, "/").unwrap_or(""))
+                self.paths.join(&po_abs, strip(&mp, "/").unwrap_or(""))
             };
-            self.mm(x).mountpoint = new_mp.into();
+            self.mm(x).mountpoint = new_mp;
         }
         // Re-link: new root detaches from its parent; the old root goes under put_old.
         if let Some(p) = self.m(nr).parent {
@@ -1233,7 +1233,7 @@ impl Engine {
                 }
             }
             count_name(&mut self.mp_base, basename(&root));
-            self.mm(k).root = root.into();
+            self.mm(k).root = self.paths.get(&root);
         }
         let victims: Vec<MKey> = self
             .mp_index

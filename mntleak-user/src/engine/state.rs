@@ -270,7 +270,7 @@ impl Engine {
         let p = if rel.is_empty() {
             m.root.clone()
         } else {
-            join(&m.root, rel).into()
+            self.paths.join(&m.root, rel)
         };
         Some((m.fs, p))
     }
@@ -577,7 +577,7 @@ impl Engine {
         let sm = self.m(src);
         let rel_in = strip(path, &sm.mountpoint)?.to_string();
         let mut top = self.seed_of(src, String::new(), None, CloneMode::Keep);
-        top.root = join(&sm.root, &rel_in).into();
+        top.root = self.paths.join(&sm.root, &rel_in);
         let mut out = vec![top];
         if !rec {
             return Some(out);
@@ -620,12 +620,12 @@ impl Engine {
                 Some(i) => Some(keys[i]),
                 None => parent,
             };
-            let mountpoint = join(at, &s.rel);
+            let mountpoint = self.paths.join(at, &s.rel);
             let m = Mount {
                 ns,
                 parent: p,
                 children: Vec::new(),
-                mountpoint: mountpoint.into(),
+                mountpoint,
                 root: s.root.clone(),
                 source: s.source.clone(),
                 fstype: s.fstype.clone(),
