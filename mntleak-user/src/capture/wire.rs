@@ -175,6 +175,22 @@ impl<'a> Cursor<'a> {
     }
     #[inline]
     pub fn varint(&mut self) -> Result<u64, String> {
+        // One- and two-byte numbers (indexes, time deltas, flags) inline; the rest (and every
+        // error) out of line.
+        match *self.b {
+            [b0, ..] if b0 < 0x80 => {
+                self.b = &self.b[1..];
+                Ok(u64::from(b0))
+            }
+            [b0, b1, ..] if b1 < 0x80 => {
+                self.b = &self.b[2..];
+                Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7))
+            }
+            _ => self.varint_long(),
+        }
+    }
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, String> {
         match parse_varint(self.b)? {
             Some((v, n)) => {
                 self.b = &self.b[n..];

@@ -8,9 +8,18 @@ use super::HashSet;
 /// Normalizes `p` as seen by a process whose root is `root` ("" for the namespace root) and whose
 /// relative paths resolve against `dir` (absolute inside the process root; "/" when unknown).
 pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
+    let mut out = String::new();
+    resolve_into(&mut out, root, dir, p);
+    out
+}
+
+/// [`resolve`] into `out` (cleared first), reusing its buffer.
+pub fn resolve_into(out: &mut String, root: &str, dir: Option<&str>, p: &str) {
+    out.clear();
     if root.is_empty() && is_normal(p) {
         // Most paths arrive absolute and clean: nothing to split and rejoin.
-        return p.to_string();
+        out.push_str(p);
+        return;
     }
     let mut parts: Vec<&str> = Vec::new();
     if !p.starts_with('/')
@@ -19,7 +28,6 @@ pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
         push_components(&mut parts, d);
     }
     push_components(&mut parts, p);
-    let mut out = String::with_capacity(root.len() + p.len() + 1);
     out.push_str(root.trim_end_matches('/'));
     for c in &parts {
         out.push('/');
@@ -32,7 +40,6 @@ pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
     if root.is_empty() && (out == "/var/run" || out.starts_with("/var/run/")) {
         out.replace_range(..8, "/run");
     }
-    out
 }
 
 /// `p` is absolute and normalized already (no empty, `.` or `..` component, no trailing slash),

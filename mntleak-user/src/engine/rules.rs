@@ -524,38 +524,41 @@ impl Engine {
         );
         // Who is this, and in which namespace did it act?
         let task_ns = e.task.mnt_ns;
-        #[allow(clippy::map_entry)] // the entry would borrow self.procs across ensure_ns
-        if !self.procs.contains_key(&pid) {
-            let ns = if task_ns.id != 0 {
-                task_ns
-            } else {
-                MntNs::default()
-            };
-            self.procs.insert(
-                pid,
-                Proc {
-                    comm: e.task.comm.as_str().to_string(),
-                    ns: ns.id,
-                    cgroup: e.task.cgroup_id,
-                    ..Default::default()
-                },
-            );
-            if ns.id != 0 && !matches!(e.action, Action::Unshare { .. } | Action::Setns { .. }) {
-                self.ensure_ns(ns).members.insert(pid);
-            }
-        } else if let Some(p) = self.procs.get_mut(&pid)
-            && p.comm != e.task.comm.text
-            && !e.task.comm.text.is_empty()
-        {
-            p.comm = e.task.comm.text.clone();
-        }
         // Its own events: a clone exit reported after them (vfork children run first) is old news.
-        if !matches!(e.action, Action::Fork { .. } | Action::Clone { .. })
-            && let Some(p) = self.procs.get_mut(&pid)
-        {
-            p.own_events = true;
-        }
-        let pns = self.procs.get(&pid).map(|p| p.ns).unwrap_or(0);
+        let own = !matches!(e.action, Action::Fork { .. } | Action::Clone { .. });
+        // One lookup for a known process (almost every event).
+        let known = self.procs.get_mut(&pid).map(|p| {
+            if p.comm != e.task.comm.text && !e.task.comm.text.is_empty() {
+                p.comm = e.task.comm.text.clone();
+            }
+            p.own_events |= own;
+            (p.ns, p.root.clone())
+        });
+        let (pns, root) = match known {
+            Some(k) => k,
+            None => {
+                let ns = if task_ns.id != 0 {
+                    task_ns
+                } else {
+                    MntNs::default()
+                };
+                self.procs.insert(
+                    pid,
+                    Proc {
+                        comm: e.task.comm.as_str().to_string(),
+                        ns: ns.id,
+                        cgroup: e.task.cgroup_id,
+                        own_events: own,
+                        ..Default::default()
+                    },
+                );
+                if ns.id != 0 && !matches!(e.action, Action::Unshare { .. } | Action::Setns { .. })
+                {
+                    self.ensure_ns(ns).members.insert(pid);
+                }
+                (ns.id, String::new())
+            }
+        };
         // The namespace the call acted in (unshare/setns report the one after: use ours).
         let ns = match e.action {
             Action::Unshare { .. }
@@ -587,15 +590,13 @@ impl Engine {
             if let Some(r) = e.ret
                 && r < 0
             {
-                self.symptom(e, ns, r);
+                self.symptom(e, ns, r, &root);
             }
             return;
         }
         let ret = e.ret.unwrap_or(0);
-        let (root, dir) = match self.procs.get(&pid) {
-            Some(p) => (p.root.clone(), e.dir.as_ref().map(|d| d.as_str())),
-            None => (String::new(), None),
-        };
+        // Known by now (added above if it was not).
+        let dir = e.dir.as_ref().map(|d| d.as_str());
         // A relative path with no directory from the source cannot be placed: skip the event
         // rather than guess.
         if dir.is_none() && action_has_relative_path(&e.action, &e.resolved) {
@@ -1273,6 +1274,12 @@ impl Engine {
 }
 
 fn note_comm(n: &mut Ns, comm: &str) {
+    // The same command acts many times in a row: decided already (the set never shrinks).
+    if n.last_comm == comm {
+        return;
+    }
+    n.last_comm.clear();
+    n.last_comm.push_str(comm);
     if n.comms.len() < 32 && !comm.is_empty() && !n.comms.contains(comm) {
         n.comms.insert(comm.to_string());
     }

@@ -106,6 +106,8 @@ pub(super) struct Ns {
     /// Command names seen acting in this namespace (bounded): who may have made its mounts
     /// when they predate the capture.
     pub comms: HashSet<String>,
+    /// The last command noted (see `note_comm`).
+    pub last_comm: String,
 }
 
 #[derive(Clone, Debug)]

@@ -3,6 +3,7 @@
 
 use super::{HashMap, HashSet};
 
+use super::paths::resolve_into;
 use super::state::{Cause, Ev, MKey, Mount, prop_str};
 use super::{Engine, MAX_RESOLVED, errno_name};
 use crate::model::{Action, Event};
@@ -485,7 +486,7 @@ impl Engine {
     }
 
     /// A failed call: remember it, link it to open findings, and detect stranded mounts.
-    pub(super) fn symptom(&mut self, e: &Event, ns: u64, ret: i64) {
+    pub(super) fn symptom(&mut self, e: &Event, ns: u64, ret: i64, root: &str) {
         // The path argument that failed, by its slot in `e.resolved`.
         let (path, slot, source) = match &e.action {
             Action::Umount { target, .. } => (target.as_str(), 0, None),
@@ -493,15 +494,6 @@ impl Engine {
             Action::Mount { source, target, .. } => (target.as_str(), 1, Some(source.as_str())),
             Action::MoveMount { to_path, .. } => (to_path.as_str(), 1, None),
             _ => return,
-        };
-        let root = self
-            .procs
-            .get(&e.task.pid)
-            .map(|p| p.root.clone())
-            .unwrap_or_default();
-        let full = match e.resolved_path(slot) {
-            Some(r) => super::paths::resolve(&root, Some(r), ""),
-            None => super::paths::resolve(&root, e.dir.as_ref().map(|d| d.as_str()), path),
         };
         let errno = errno_name(ret);
         // Remembered in the buffers of the oldest one when the window is full.
@@ -511,12 +503,14 @@ impl Engine {
             None
         }
         .unwrap_or_default();
+        match e.resolved_path(slot) {
+            Some(p) => resolve_into(&mut r.path, root, Some(p), ""),
+            None => resolve_into(&mut r.path, root, e.dir.as_ref().map(|d| d.as_str()), path),
+        }
         r.pid = e.task.pid;
         r.comm.clear();
         r.comm.push_str(e.task.comm.as_str());
         r.syscall = e.action.name();
-        r.path.clear();
-        r.path.push_str(&full);
         r.ret = ret;
         r.time = e.task.ts_ns;
         self.recent_symptoms.push_back(r);
@@ -530,6 +524,7 @@ impl Engine {
             .back()
             .map(RecentFailure::symptom)
             .unwrap_or_default();
+        let full = s.path.clone();
         let mut changed = Vec::new();
         for f in self.leaks.values_mut().chain(self.at_risk.values_mut()) {
             let hit = f.mount.path == full
