@@ -398,7 +398,17 @@ impl Source {
     }
 
     /// Makes at least `n` bytes available after `pos`, unless the file ends first.
+    #[inline]
     fn fill(&mut self, n: usize) -> Result<bool, CaptureError> {
+        // Almost always there already: only reading is out of line.
+        if self.buf.len() - self.pos >= n {
+            return Ok(true);
+        }
+        self.read_more(n)
+    }
+
+    #[inline(never)]
+    fn read_more(&mut self, n: usize) -> Result<bool, CaptureError> {
         while self.buf.len() - self.pos < n {
             if self.eof {
                 return Ok(false);

@@ -167,6 +167,10 @@ impl<'a> Cursor<'a> {
     pub fn new(b: &'a [u8]) -> Self {
         Self { b }
     }
+    /// The next byte, not consumed.
+    pub fn peek(&self) -> Option<u8> {
+        self.b.first().copied()
+    }
     #[inline]
     pub fn u8(&mut self) -> Result<u8, String> {
         let (&v, rest) = self.b.split_first().ok_or("record ends early")?;
@@ -687,6 +691,12 @@ impl Decoder {
 
     /// Takes the string buffers of an event's action and optional parts, leaving them empty.
     fn recycle_parts(&mut self, e: &mut Event) {
+        self.recycle_optional(e);
+        self.recycle_action(&mut e.action);
+    }
+
+    /// Takes the buffers of an event's directory and resolved paths, leaving them `None`.
+    fn recycle_optional(&mut self, e: &mut Event) {
         if let Some(d) = e.dir.take() {
             self.give(d);
         }
@@ -695,7 +705,11 @@ impl Decoder {
                 self.give(r.path);
             }
         }
-        match std::mem::replace(&mut e.action, Action::Exit) {
+    }
+
+    /// Takes the string buffers of an action, leaving `Exit`.
+    fn recycle_action(&mut self, a: &mut Action) {
+        match std::mem::replace(a, Action::Exit) {
             Action::Mount {
                 source,
                 target,
@@ -848,6 +862,16 @@ impl Decoder {
     }
 
     fn kstr(&mut self, c: &mut Cursor) -> Result<KStr, String> {
+        let mut k = KStr {
+            text: self.pool.pop().unwrap_or_default(),
+            truncated: false,
+        };
+        self.kstr_into(c, &mut k)?;
+        Ok(k)
+    }
+
+    /// A dictionary string into `k`, reusing its buffer.
+    fn kstr_into(&mut self, c: &mut Cursor, k: &mut KStr) -> Result<(), String> {
         let v = c.varint()?;
         let idx = v >> 1;
         let text = usize::try_from(idx)
@@ -855,10 +879,10 @@ impl Decoder {
             .and_then(|i| self.strings.get(i))
             .ok_or_else(|| format!("unknown dictionary index {idx}"))?;
         self.spend(text.len() + size_of::<KStr>())?;
-        Ok(KStr {
-            text: pooled(&mut self.pool, text),
-            truncated: v & 1 == 1,
-        })
+        k.text.clear();
+        k.text.push_str(text);
+        k.truncated = v & 1 == 1;
+        Ok(())
     }
 
     /// Decodes an event into `ev`, the previous one: its buffers are reused.
@@ -881,8 +905,11 @@ impl Decoder {
         task.mnt_ns = t.mnt_ns;
         task.net_ns_inum = t.net_ns_inum;
         task.cgroup_id = t.cgroup_id;
-        self.recycle_parts(ev);
-        ev.action = self.action(c)?;
+        self.recycle_optional(ev);
+        if !self.unlink_in_place(c, &mut ev.action)? {
+            self.recycle_action(&mut ev.action);
+            ev.action = self.action(c)?;
+        }
         let presence = c.u8()?;
         if presence & !0x1f != 0 {
             return Err(format!("bad presence bits {presence:#x}"));
@@ -911,6 +938,29 @@ impl Decoder {
         Ok(())
     }
 
+    /// An unlink decoded over the previous action when that was an unlink too (most events of a
+    /// busy node): false, consuming nothing, otherwise.
+    fn unlink_in_place(&mut self, c: &mut Cursor, a: &mut Action) -> Result<bool, String> {
+        let Action::Unlink {
+            dirfd,
+            path,
+            rmdir,
+            call,
+        } = a
+        else {
+            return Ok(false);
+        };
+        if c.peek() != Some(2) {
+            return Ok(false);
+        }
+        c.u8()?;
+        *dirfd = c.fd()?;
+        self.kstr_into(c, path)?;
+        let (r, k) = unlink_bits(c.u8()?)?;
+        (*rmdir, *call) = (r, k);
+        Ok(true)
+    }
+
     fn action(&mut self, c: &mut Cursor) -> Result<Action, String> {
         Ok(match c.u8()? {
             0 => Action::Mount {
@@ -926,20 +976,11 @@ impl Decoder {
             2 => {
                 let dirfd = c.fd()?;
                 let path = self.kstr(c)?;
-                let b = c.u8()?;
-                let call = match b & 3 {
-                    0 => UnlinkCall::Unlink,
-                    1 => UnlinkCall::Unlinkat,
-                    2 => UnlinkCall::Rmdir,
-                    _ => return Err(format!("bad unlink call {b:#x}")),
-                };
-                if b & !7 != 0 {
-                    return Err(format!("bad unlink bits {b:#x}"));
-                }
+                let (rmdir, call) = unlink_bits(c.u8()?)?;
                 Action::Unlink {
                     dirfd,
                     path,
-                    rmdir: b & 4 != 0,
+                    rmdir,
                     call,
                 }
             }
@@ -1074,6 +1115,20 @@ impl Decoder {
             processes,
         })
     }
+}
+
+/// An unlink's last byte: (rmdir, which call).
+fn unlink_bits(b: u8) -> Result<(bool, UnlinkCall), String> {
+    let call = match b & 3 {
+        0 => UnlinkCall::Unlink,
+        1 => UnlinkCall::Unlinkat,
+        2 => UnlinkCall::Rmdir,
+        _ => return Err(format!("bad unlink call {b:#x}")),
+    };
+    if b & !7 != 0 {
+        return Err(format!("bad unlink bits {b:#x}"));
+    }
+    Ok((b & 4 != 0, call))
 }
 
 /// The slot an event is decoded into when the previous record was not one.

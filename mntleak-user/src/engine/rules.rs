@@ -1055,11 +1055,11 @@ impl Engine {
                 self.mp_index.remove(&d);
             }
         }
-        let b = basename(&mp).to_string();
-        if let Some(c) = self.mp_base.get_mut(&b) {
+        let b = basename(&mp);
+        if let Some(c) = self.mp_base.get_mut(b) {
             *c -= 1;
             if *c == 0 {
-                self.mp_base.remove(&b);
+                self.mp_base.remove(b);
             }
         }
     }
