@@ -484,35 +484,22 @@ impl Engine {
         };
         let order = self.ns_mounts(src);
         let idx: HashMap<MKey, usize> = order.iter().enumerate().map(|(i, &k)| (k, i)).collect();
-        let seeds: Vec<Seed> = order
-            .iter()
-            .map(|&k| {
-                let m = self.m(k);
-                let parent = m.parent.and_then(|p| idx.get(&p).copied());
-                let rel = if parent.is_some() {
-                    strip(&m.mountpoint, "/").unwrap_or("").to_string()
-                } else {
-                    String::new()
-                };
-                let mut s = self.seed_of(k, rel, None, mode);
-                // Seeds' rel is relative to the copy's root mount, which sits at "/".
-                s.parent = parent;
-                s
-            })
-            .collect();
-        // Instantiate with absolute paths: parents' mountpoints are not prefixes in general
-        // (a child's rel is from "/"), so place each at "/" + rel.
-        self.instantiate_abs(dst.id, seeds, ev);
-    }
-
-    fn instantiate_abs(&mut self, ns: u64, seeds: Vec<Seed>, ev: &super::state::Ev) {
-        let mut keys: Vec<MKey> = Vec::with_capacity(seeds.len());
-        for mut s in seeds {
-            let p = s.parent.take().map(|i| keys[i]);
-            let at = join("/", &s.rel);
-            s.rel.clear();
-            let k = self.instantiate(ns, p, &at, std::slice::from_ref(&s), Some(ev))[0];
-            keys.push(k);
+        // Each copy is made as its original is read (the source namespace does not change),
+        // parents first. Each sits at its original's path: the copy's root is at "/", and a
+        // child's parent copy need not be a prefix of it.
+        let mut keys: Vec<MKey> = Vec::with_capacity(order.len());
+        for &k in &order {
+            let m = self.m(k);
+            let parent = m.parent.and_then(|p| idx.get(&p)).map(|&i| keys[i]);
+            let at = if parent.is_some() {
+                m.mountpoint.clone()
+            } else {
+                self.paths.get("/")
+            };
+            let seed = self.seed_of(k, String::new(), None, mode);
+            let copy =
+                self.instantiate(dst.id, parent, &at, std::slice::from_ref(&seed), Some(ev))[0];
+            keys.push(copy);
         }
     }
 
@@ -1188,7 +1175,7 @@ impl Engine {
         self.reparent_survivors(&gone);
         // Children before parents, so that no removal orphans a mount still in the model.
         let mut order: Vec<MKey> = gone.iter().copied().collect();
-        order.sort_by_key(|&x| std::cmp::Reverse(self.depth(x)));
+        order.sort_by_cached_key(|&x| std::cmp::Reverse(self.depth(x)));
         for x in order {
             if self.alive(x) {
                 self.remove_mount(x, &cause);
