@@ -1,13 +1,12 @@
 //! The kernel's rules, one handler per record kind and per action.
 
 use super::{HashMap, HashSet};
-use crate::report::names::{clone_flags, mount_flags, umount_flags};
 use std::sync::Arc;
 
 use super::Engine;
 use super::paths::{basename, join, resolve, strip};
 use super::state::{
-    Cause, CloneMode, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, count_name, nsfs_mnt_inum,
+    Cause, CloneMode, Detail, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, count_name, nsfs_mnt_inum,
 };
 use crate::model::{Action, Event, MntNs, MountInfo, Snapshot};
 use crate::uapi::*;
@@ -407,7 +406,7 @@ impl Engine {
         }
     }
 
-    fn evinfo(&self, e: &Event, ns: u64, detail: String) -> super::state::Ev {
+    fn evinfo(&self, e: &Event, ns: u64, detail: Detail) -> super::state::Ev {
         Arc::new(EvInfo {
             pid: e.task.pid,
             comm: e.task.comm.as_str().to_string(),
@@ -615,12 +614,11 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!(
-                        "mount({}, {}, {})",
-                        source.as_str(),
-                        target,
-                        mount_flags(flags)
-                    ),
+                    Detail::Mount {
+                        source: source.as_str().to_string(),
+                        target: target.clone(),
+                        flags,
+                    },
                 );
                 let src_unplaced = flags & (MS_BIND | MS_MOVE) != 0
                     && e.resolved[0].is_none()
@@ -673,7 +671,10 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!("umount2({}, {})", target, umount_flags(*flags)),
+                    Detail::Umount {
+                        target: target.clone(),
+                        flags: *flags,
+                    },
                 );
                 self.do_umount(ns, &target, &ev);
             }
@@ -686,7 +687,11 @@ impl Engine {
                     return; // not a mountpoint name anywhere: O(1)
                 }
                 let full = path(p.as_str());
-                let ev = self.evinfo(e, ns, format!("{}({})", e.action.name(), full));
+                let ev = self.evinfo(
+                    e,
+                    ns,
+                    Detail::Text(format!("{}({})", e.action.name(), full)),
+                );
                 self.do_unlink(e, ns, &full, &ev);
             }
             Action::Unshare { flags } => {
@@ -697,7 +702,14 @@ impl Engine {
                 if new.id == 0 || new.id == ns {
                     return;
                 }
-                let ev = self.evinfo(e, ns, format!("unshare({})", clone_flags(*flags)));
+                let ev = self.evinfo(
+                    e,
+                    ns,
+                    Detail::Clone {
+                        call: "unshare",
+                        flags: *flags,
+                    },
+                );
                 self.copy_ns(ns, new, flags & CLONE_NEWUSER != 0, &ev);
                 self.move_member(pid, ns, new.id);
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -709,7 +721,7 @@ impl Engine {
                 if new.id == ns {
                     return;
                 }
-                let ev = self.evinfo(e, ns, format!("setns(-> mnt ns {})", new.id));
+                let ev = self.evinfo(e, ns, Detail::Text(format!("setns(-> mnt ns {})", new.id)));
                 self.ensure_ns(new);
                 self.move_member(pid, ns, new.id);
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -725,7 +737,10 @@ impl Engine {
                 } else {
                     None
                 };
-                let detail = format!("{}({})", e.action.name(), clone_flags(*flags));
+                let detail = Detail::Clone {
+                    call: e.action.name(),
+                    flags: *flags,
+                };
                 self.new_child(
                     e,
                     ns,
@@ -736,7 +751,7 @@ impl Engine {
                 );
             }
             Action::Fork { child } => {
-                let detail = "fork".to_string();
+                let detail = Detail::Static("fork");
                 self.new_child(e, ns, *child, e.new_mnt_ns, false, detail);
             }
             Action::Exec { .. } => {
@@ -752,7 +767,7 @@ impl Engine {
                         n.members.remove(&pid);
                     }
                     if self.ns.get(&p.ns).is_some_and(|n| n.members.is_empty()) {
-                        let ev = self.evinfo(e, p.ns, "exit".to_string());
+                        let ev = self.evinfo(e, p.ns, Detail::Static("exit"));
                         self.maybe_kill(p.ns, Some(ev));
                     }
                 }
@@ -817,7 +832,7 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!("move_mount({} -> {})", from_path.as_str(), to),
+                    Detail::Text(format!("move_mount({} -> {})", from_path.as_str(), to)),
                 );
                 if flags & MOVE_MOUNT_F_EMPTY_PATH != 0 || from_path.as_str().is_empty() {
                     let obj = self
@@ -857,7 +872,10 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!("mount_setattr({}, {})", full, mount_flags(*propagation)),
+                    Detail::MountSetattr {
+                        path: full.clone(),
+                        propagation: *propagation,
+                    },
                 );
                 if let Some(k) = self.mount_at(ns, &full).or_else(|| self.lookup(ns, &full)) {
                     self.change_propagation(k, *propagation, flags & AT_RECURSIVE != 0, &ev);
@@ -965,7 +983,7 @@ impl Engine {
         child: u32,
         child_ns: Option<MntNs>,
         user: bool,
-        detail: String,
+        detail: Detail,
     ) {
         if child == 0 {
             return;

@@ -21,10 +21,58 @@ pub(super) struct EvInfo {
     pub syscall: &'static str,
     pub ts: u64,
     pub ns: u64,
-    pub detail: String,
+    pub detail: Detail,
 }
 
 pub(super) type Ev = Arc<EvInfo>;
+
+/// How a finding names an event's call (`mount(overlay, /x, MS_BIND)`): kept as its parts and
+/// written out only when a finding shows it (few events ever are).
+#[derive(Clone, Debug)]
+pub(super) enum Detail {
+    Text(String),
+    Static(&'static str),
+    Mount {
+        source: String,
+        target: String,
+        flags: u64,
+    },
+    Umount {
+        target: String,
+        flags: u64,
+    },
+    /// unshare, clone and clone3, by name.
+    Clone {
+        call: &'static str,
+        flags: u64,
+    },
+    MountSetattr {
+        path: String,
+        propagation: u64,
+    },
+}
+
+impl std::fmt::Display for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::report::names::{clone_flags, mount_flags, umount_flags};
+        match self {
+            Detail::Text(t) => f.write_str(t),
+            Detail::Static(t) => f.write_str(t),
+            Detail::Mount {
+                source,
+                target,
+                flags,
+            } => write!(f, "mount({}, {}, {})", source, target, mount_flags(*flags)),
+            Detail::Umount { target, flags } => {
+                write!(f, "umount2({}, {})", target, umount_flags(*flags))
+            }
+            Detail::Clone { call, flags } => write!(f, "{}({})", call, clone_flags(*flags)),
+            Detail::MountSetattr { path, propagation } => {
+                write!(f, "mount_setattr({}, {})", path, mount_flags(*propagation))
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub(super) struct Mount {

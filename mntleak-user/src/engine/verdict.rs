@@ -22,7 +22,7 @@ fn evref(e: &Ev, propagation: Option<String>) -> EventRef {
         syscall: e.syscall.to_string(),
         time: e.ts,
         mnt_ns_id: e.ns,
-        detail: e.detail.clone(),
+        detail: e.detail.to_string(),
         propagation,
     }
 }
