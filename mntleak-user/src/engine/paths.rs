@@ -8,7 +8,7 @@ use super::HashSet;
 /// Normalizes `p` as seen by a process whose root is `root` ("" for the namespace root) and whose
 /// relative paths resolve against `dir` (absolute inside the process root; "/" when unknown).
 pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(root.len() + dir.map_or(0, str::len) + p.len() + 1);
     resolve_into(&mut out, root, dir, p);
     out
 }
@@ -16,6 +16,8 @@ pub fn resolve(root: &str, dir: Option<&str>, p: &str) -> String {
 /// [`resolve`] into `out` (cleared first), reusing its buffer.
 pub fn resolve_into(out: &mut String, root: &str, dir: Option<&str>, p: &str) {
     out.clear();
+    // At most this long: one allocation, if any.
+    out.reserve(root.len() + dir.map_or(0, str::len) + p.len() + 1);
     if root.is_empty() && is_normal(p) {
         // Most paths arrive absolute and clean: nothing to split and rejoin.
         out.push_str(p);

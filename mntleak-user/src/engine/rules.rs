@@ -518,7 +518,13 @@ impl Engine {
                 p.comm = e.task.comm.text.clone();
             }
             p.own_events |= own;
-            (p.ns, p.root.clone())
+            // Usually no chroot: an empty root costs no clone.
+            let root = if p.root.is_empty() {
+                String::new()
+            } else {
+                p.root.clone()
+            };
+            (p.ns, root)
         });
         let (pns, root) = match known {
             Some(k) => k,

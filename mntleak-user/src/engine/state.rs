@@ -466,7 +466,9 @@ impl Engine {
 
     /// `k` and its descendants, parents before children.
     pub(super) fn subtree(&self, k: MKey) -> Vec<MKey> {
-        let mut out = vec![k];
+        // Room for a typical subtree up front rather than growing from one.
+        let mut out = Vec::with_capacity(16);
+        out.push(k);
         let mut i = 0;
         // Bounded by the live mount count: a modelling bug must not turn into unbounded memory.
         while i < out.len() && out.len() <= self.live_mounts + 1 {
