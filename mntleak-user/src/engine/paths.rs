@@ -23,18 +23,15 @@ pub fn resolve_into(out: &mut String, root: &str, dir: Option<&str>, p: &str) {
         out.push_str(p);
         return;
     }
-    let mut parts: Vec<&str> = Vec::new();
+    out.push_str(root.trim_end_matches('/'));
+    // Components are appended as "/name"; ".." drops the last one, never the root.
+    let base = out.len();
     if !p.starts_with('/')
         && let Some(d) = dir
     {
-        push_components(&mut parts, d);
+        push_components(out, base, d);
     }
-    push_components(&mut parts, p);
-    out.push_str(root.trim_end_matches('/'));
-    for c in &parts {
-        out.push('/');
-        out.push_str(c);
-    }
+    push_components(out, base, p);
     if out.is_empty() {
         out.push('/');
     }
@@ -67,14 +64,19 @@ fn is_normal(p: &str) -> bool {
     true
 }
 
-fn push_components<'a>(parts: &mut Vec<&'a str>, s: &'a str) {
+fn push_components(out: &mut String, base: usize, s: &str) {
     for c in s.split('/') {
         match c {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                if let Some(i) = out[base..].rfind('/') {
+                    out.truncate(base + i);
+                }
             }
-            c => parts.push(c),
+            c => {
+                out.push('/');
+                out.push_str(c);
+            }
         }
     }
 }
@@ -187,6 +189,10 @@ mod t {
         assert_eq!(resolve("", None, "a"), "/a");
         assert_eq!(resolve("", None, ""), "/");
         assert_eq!(resolve("", None, "/.x/..y"), "/.x/..y");
+        assert_eq!(resolve("", None, "/.."), "/");
+        assert_eq!(resolve("/jail", None, "/../a/../.."), "/jail");
+        assert_eq!(resolve("", Some("/a/b"), "../../../c"), "/c");
+        assert_eq!(resolve("", Some("/var"), "run/x"), "/run/x");
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", ""), "/a");
         let set = PathSet::default();
