@@ -140,6 +140,30 @@ pub enum Action {
     Exit,
 }
 
+/// Every call's user-facing name, by [`Action::call_index`].
+pub const CALL_NAMES: [&str; 20] = [
+    "mount",
+    "umount2",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "unshare",
+    "setns",
+    "clone",
+    "clone3",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "pivot_root",
+    "chroot",
+    "fork",
+    "exec",
+    "exit",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnlinkCall {
@@ -173,36 +197,41 @@ impl Action {
 
     /// The name users know the call by.
     pub fn name(&self) -> &'static str {
+        CALL_NAMES[self.call_index()]
+    }
+
+    /// The call's position in [`CALL_NAMES`], for per-call counters.
+    pub fn call_index(&self) -> usize {
         match self {
-            Action::Mount { .. } => "mount",
-            Action::Umount { .. } => "umount2",
+            Action::Mount { .. } => 0,
+            Action::Umount { .. } => 1,
             Action::Unlink {
                 call: UnlinkCall::Unlink,
                 ..
-            } => "unlink",
+            } => 2,
             Action::Unlink {
                 call: UnlinkCall::Unlinkat,
                 ..
-            } => "unlinkat",
+            } => 3,
             Action::Unlink {
                 call: UnlinkCall::Rmdir,
                 ..
-            } => "rmdir",
-            Action::Unshare { .. } => "unshare",
-            Action::Setns { .. } => "setns",
-            Action::Clone { clone3: false, .. } => "clone",
-            Action::Clone { clone3: true, .. } => "clone3",
-            Action::Fsopen { .. } => "fsopen",
-            Action::Fsconfig { .. } => "fsconfig",
-            Action::Fsmount { .. } => "fsmount",
-            Action::MoveMount { .. } => "move_mount",
-            Action::OpenTree { .. } => "open_tree",
-            Action::MountSetattr { .. } => "mount_setattr",
-            Action::PivotRoot { .. } => "pivot_root",
-            Action::Chroot { .. } => "chroot",
-            Action::Fork { .. } => "fork",
-            Action::Exec { .. } => "exec",
-            Action::Exit => "exit",
+            } => 4,
+            Action::Unshare { .. } => 5,
+            Action::Setns { .. } => 6,
+            Action::Clone { clone3: false, .. } => 7,
+            Action::Clone { clone3: true, .. } => 8,
+            Action::Fsopen { .. } => 9,
+            Action::Fsconfig { .. } => 10,
+            Action::Fsmount { .. } => 11,
+            Action::MoveMount { .. } => 12,
+            Action::OpenTree { .. } => 13,
+            Action::MountSetattr { .. } => 14,
+            Action::PivotRoot { .. } => 15,
+            Action::Chroot { .. } => 16,
+            Action::Fork { .. } => 17,
+            Action::Exec { .. } => 18,
+            Action::Exit => 19,
         }
     }
 }

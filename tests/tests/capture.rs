@@ -846,7 +846,7 @@ fn rendering_escapes_hostile_strings_and_names_errors() {
     }
     assert_eq!(s.events, 20);
     assert_eq!(s.lost, 17);
-    assert_eq!(s.by_syscall["clone"], 1);
+    assert_eq!(s.by_syscall()["clone"], 1);
     assert_eq!(s.render_json()["kind"], "summary");
     assert!(s.render_text().starts_with("summary: 20 events, 17 lost\n"));
 }

@@ -18,7 +18,7 @@ use bytes::BytesMut;
 
 use crate::model::{CaptureHeader, ContainerInfo, Record, Snapshot};
 
-use wire::{Decoded, Decoder, Encoder, PREAMBLE, PREFIX_LEN};
+use wire::{Decoder, Encoder, PREAMBLE, PREFIX_LEN};
 pub use wire::{FORMAT_VERSION, MAGIC, MAX_FRAME};
 
 /// The writer flushes on its own beyond this much buffered data, so memory stays bounded.
@@ -398,7 +398,17 @@ impl Source {
     }
 
     /// Makes at least `n` bytes available after `pos`, unless the file ends first.
+    #[inline]
     fn fill(&mut self, n: usize) -> Result<bool, CaptureError> {
+        // Almost always there already: only reading is out of line.
+        if self.buf.len() - self.pos >= n {
+            return Ok(true);
+        }
+        self.read_more(n)
+    }
+
+    #[inline(never)]
+    fn read_more(&mut self, n: usize) -> Result<bool, CaptureError> {
         while self.buf.len() - self.pos < n {
             if self.eof {
                 return Ok(false);
@@ -489,8 +499,9 @@ impl Source {
         Ok(h)
     }
 
-    /// The next record of this file, its clean end, or where it ends inside a frame.
-    fn next(&mut self) -> Result<Next, CaptureError> {
+    /// The next record of this file (into `slot`, see [`Decoder::frame`]), its clean end, or
+    /// where it ends inside a frame.
+    fn next(&mut self, slot: &mut Record) -> Result<Next, CaptureError> {
         loop {
             let start = self.offset();
             if !self.fill(1)? {
@@ -523,34 +534,32 @@ impl Source {
             }
             let ty = frame[vlen];
             let body = &frame[vlen + 1..total - 4];
-            let decoded = self
+            let record = self
                 .dec
-                .frame(ty, body)
+                .frame(ty, body, slot)
                 .map_err(|e| CaptureError::Corrupt {
                     path: self.path.clone(),
                     offset: start,
                     what: e,
                 })?;
             self.pos += total;
-            match decoded {
-                Decoded::Internal => continue,
-                Decoded::Record(_) if self.skip_preamble && ty & PREAMBLE != 0 => continue,
-                Decoded::Record(r) => return Ok(Next::Record(r)),
+            if record && !(self.skip_preamble && ty & PREAMBLE != 0) {
+                return Ok(Next::Record);
             }
         }
     }
 }
 
-// A return value moved once per record: boxing would add an allocation per record.
-#[allow(clippy::large_enum_variant)]
 enum Next {
-    Record(Record),
+    /// In the slot given.
+    Record,
     End,
     /// The file ends inside the frame starting at this offset.
     Torn(u64),
 }
 
-/// Reads a capture, or a rotated set oldest first, as one stream of records.
+/// Reads a capture, or a rotated set oldest first, as one stream of records: owned ones as an
+/// iterator, or borrowed ones from [`CaptureReader::next_record`], which reuses their buffers.
 pub struct CaptureReader {
     header: CaptureHeader,
     first: PathBuf,
@@ -558,6 +567,9 @@ pub struct CaptureReader {
     rest: VecDeque<PathBuf>,
     stopped: Option<(PathBuf, u64)>,
     done: bool,
+    /// The record `next_record` lent out last, decoded over by the next one (boxed: taking it
+    /// out while decoding moves a pointer, not the record).
+    slot: Option<Box<Record>>,
 }
 
 impl CaptureReader {
@@ -572,6 +584,7 @@ impl CaptureReader {
             rest: rest.iter().cloned().collect(),
             stopped: None,
             done: false,
+            slot: None,
         })
     }
 
@@ -592,6 +605,7 @@ impl CaptureReader {
             rest: VecDeque::new(),
             stopped: None,
             done: false,
+            slot: None,
         })
     }
 
@@ -605,17 +619,18 @@ impl CaptureReader {
         self.stopped.clone()
     }
 
-    fn advance(&mut self) -> Result<Option<Record>, CaptureError> {
+    /// Decodes the next record into `slot`; false at the end.
+    fn advance(&mut self, slot: &mut Record) -> Result<bool, CaptureError> {
         loop {
             let Some(src) = self.cur.as_mut() else {
-                return Ok(None);
+                return Ok(false);
             };
-            match src.next()? {
-                Next::Record(r) => return Ok(Some(r)),
+            match src.next(slot)? {
+                Next::Record => return Ok(true),
                 Next::Torn(off) => {
                     self.stopped = Some((src.path.clone(), off));
                     self.cur = None;
-                    return Ok(None);
+                    return Ok(false);
                 }
                 Next::End => {
                     self.cur = None;
@@ -635,28 +650,51 @@ impl CaptureReader {
             }
         }
     }
-}
 
-impl Iterator for CaptureReader {
-    type Item = Result<Record, CaptureError>;
+    /// The next record, lent until the next call: the same stream as the iterator, decoded in
+    /// place over the previous one (no allocation or copy per record).
+    pub fn next_record(&mut self) -> Result<Option<&Record>, CaptureError> {
+        let mut slot = self.slot.take().unwrap_or_else(|| Box::new(EMPTY_SLOT));
+        let got = self.step(&mut slot);
+        self.slot = Some(slot);
+        Ok(if got? { self.slot.as_deref() } else { None })
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn step(&mut self, slot: &mut Record) -> Result<bool, CaptureError> {
         if self.done {
-            return None;
+            return Ok(false);
         }
-        match self.advance() {
-            Ok(Some(r)) => Some(Ok(r)),
-            Ok(None) => {
+        match self.advance(slot) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
                 self.done = true;
-                None
+                Ok(false)
             }
             Err(e) => {
                 // One error ends the stream: what follows a corrupt frame cannot be trusted.
                 self.done = true;
                 self.cur = None;
-                Some(Err(e))
+                Err(e)
             }
         }
+    }
+}
+
+/// A placeholder slot, cheap to make: the first record decoded replaces it.
+const EMPTY_SLOT: Record = Record::Lost {
+    count: 0,
+    first_ts_ns: 0,
+    last_ts_ns: 0,
+};
+
+impl Iterator for CaptureReader {
+    type Item = Result<Record, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut slot = EMPTY_SLOT;
+        self.step(&mut slot)
+            .map(|got| got.then_some(slot))
+            .transpose()
     }
 }
 

@@ -69,7 +69,14 @@ pub fn unzigzag(v: u64) -> i64 {
 }
 
 /// Decodes a varint at the start of `b`: `Ok(None)` if `b` ends inside it.
+#[inline]
 pub fn parse_varint(b: &[u8]) -> Result<Option<(u64, usize)>, &'static str> {
+    // Most numbers of a record (indexes, deltas, flags) fit in one byte.
+    if let Some(&first) = b.first()
+        && first < 0x80
+    {
+        return Ok(Some((u64::from(first), 1)));
+    }
     let mut v = 0u64;
     for (i, &byte) in b.iter().enumerate().take(10) {
         let part = u64::from(byte & 0x7f);
@@ -160,12 +167,34 @@ impl<'a> Cursor<'a> {
     pub fn new(b: &'a [u8]) -> Self {
         Self { b }
     }
+    /// The next byte, not consumed.
+    pub fn peek(&self) -> Option<u8> {
+        self.b.first().copied()
+    }
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, String> {
         let (&v, rest) = self.b.split_first().ok_or("record ends early")?;
         self.b = rest;
         Ok(v)
     }
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, String> {
+        // One- and two-byte numbers (indexes, time deltas, flags) inline; the rest (and every
+        // error) out of line.
+        match *self.b {
+            [b0, ..] if b0 < 0x80 => {
+                self.b = &self.b[1..];
+                Ok(u64::from(b0))
+            }
+            [b0, b1, ..] if b1 < 0x80 => {
+                self.b = &self.b[2..];
+                Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7))
+            }
+            _ => self.varint_long(),
+        }
+    }
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, String> {
         match parse_varint(self.b)? {
             Some((v, n)) => {
                 self.b = &self.b[n..];
@@ -174,9 +203,11 @@ impl<'a> Cursor<'a> {
             None => Err("record ends inside a number".into()),
         }
     }
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, String> {
         u32::try_from(self.varint()?).map_err(|_| "number exceeds 32 bits".into())
     }
+    #[inline]
     pub fn fd(&mut self) -> Result<Fd, String> {
         i32::try_from(unzigzag(self.varint()?)).map_err(|_| "fd exceeds 32 bits".into())
     }
@@ -593,15 +624,24 @@ pub struct Decoder {
     prev_resolved: String,
     /// Bytes the current frame may still expand to.
     budget: Cell<usize>,
+    /// String buffers of the previous record, reused for the next one: replay decodes millions
+    /// of records and would otherwise allocate and free each of their strings.
+    pool: Vec<String>,
 }
 
-/// What one frame turned out to be.
-// A return value moved once per record: boxing would add an allocation per record.
-#[allow(clippy::large_enum_variant)]
-pub enum Decoded {
-    /// A dictionary update: nothing to yield.
-    Internal,
-    Record(Record),
+/// Buffers kept for reuse at most, and the largest kept (a snapshot's strings are not worth it).
+const POOL_MAX: usize = 32;
+const POOL_MAX_CAPACITY: usize = 4096;
+
+/// `s` in a buffer from `pool` when one is there.
+fn pooled(pool: &mut Vec<String>, s: &str) -> String {
+    match pool.pop() {
+        Some(mut b) => {
+            b.push_str(s);
+            b
+        }
+        None => s.to_owned(),
+    }
 }
 
 impl Decoder {
@@ -627,13 +667,91 @@ impl Decoder {
         self.prev_resolved.truncate(common);
         self.prev_resolved.push_str(rest);
         Ok(KStr {
-            text: self.prev_resolved.clone(),
+            text: pooled(&mut self.pool, &self.prev_resolved),
             truncated: v & 1 == 1,
         })
     }
 
-    /// Decodes the body (type byte stripped) of a CRC-checked frame.
-    pub fn frame(&mut self, ty: u8, body: &[u8]) -> Result<Decoded, String> {
+    /// Keeps a string buffer for the next records.
+    fn give(&mut self, k: KStr) {
+        let mut t = k.text;
+        if self.pool.len() < POOL_MAX && t.capacity() <= POOL_MAX_CAPACITY {
+            t.clear();
+            self.pool.push(t);
+        }
+    }
+
+    /// Takes the string buffers of a record being replaced.
+    fn recycle(&mut self, rec: Record) {
+        if let Record::Event(mut e) = rec {
+            self.recycle_parts(&mut e);
+            self.give(e.task.comm);
+        }
+    }
+
+    /// Takes the string buffers of an event's action and optional parts, leaving them empty.
+    fn recycle_parts(&mut self, e: &mut Event) {
+        self.recycle_optional(e);
+        self.recycle_action(&mut e.action);
+    }
+
+    /// Takes the buffers of an event's directory and resolved paths, leaving them `None`.
+    fn recycle_optional(&mut self, e: &mut Event) {
+        if let Some(d) = e.dir.take() {
+            self.give(d);
+        }
+        for r in e.resolved.iter_mut() {
+            if let Some(r) = r.take() {
+                self.give(r.path);
+            }
+        }
+    }
+
+    /// Takes the string buffers of an action, leaving `Exit`.
+    fn recycle_action(&mut self, a: &mut Action) {
+        match std::mem::replace(a, Action::Exit) {
+            Action::Mount {
+                source,
+                target,
+                fstype,
+                ..
+            } => [source, target, fstype]
+                .into_iter()
+                .for_each(|k| self.give(k)),
+            Action::Fsconfig { key, value, .. } => {
+                self.give(key);
+                self.give(value);
+            }
+            Action::MoveMount {
+                from_path, to_path, ..
+            } => {
+                self.give(from_path);
+                self.give(to_path);
+            }
+            Action::PivotRoot { new_root, put_old } => {
+                self.give(new_root);
+                self.give(put_old);
+            }
+            Action::Umount { target: k, .. }
+            | Action::Unlink { path: k, .. }
+            | Action::Fsopen { fstype: k, .. }
+            | Action::OpenTree { path: k, .. }
+            | Action::MountSetattr { path: k, .. }
+            | Action::Chroot { path: k }
+            | Action::Exec { filename: k } => self.give(k),
+            Action::Unshare { .. }
+            | Action::Setns { .. }
+            | Action::Clone { .. }
+            | Action::Fsmount { .. }
+            | Action::Fork { .. }
+            | Action::Exit => {}
+        }
+    }
+
+    /// Decodes the body (type byte stripped) of a CRC-checked frame into `slot`, which holds the
+    /// previous record: an event is decoded in place, reusing its buffers. Returns whether the
+    /// frame was a record (else a dictionary update, and `slot` is unchanged).
+    pub fn frame(&mut self, ty: u8, body: &[u8], slot: &mut Record) -> Result<bool, String> {
         let mut c = Cursor::new(body);
         self.budget.set(MAX_EXPANSION);
         let rec = match ty & !PREAMBLE {
@@ -646,7 +764,7 @@ impl Decoder {
                 let s = std::str::from_utf8(body).map_err(|_| "dictionary string is not UTF-8")?;
                 self.string_bytes += s.len();
                 self.strings.push(s.to_owned());
-                return Ok(Decoded::Internal);
+                return Ok(false);
             }
             T_STRING_DELTA => {
                 let common = usize::try_from(c.varint()?).map_err(|_| "prefix too long")?;
@@ -668,7 +786,7 @@ impl Decoder {
                 s.push_str(rest);
                 self.string_bytes += s.len();
                 self.strings.push(s);
-                return Ok(Decoded::Internal);
+                return Ok(false);
             }
             T_TASK => {
                 if self.tasks.len() >= READER_MAX_ENTRIES {
@@ -686,14 +804,25 @@ impl Decoder {
                 };
                 c.end()?;
                 self.tasks.push(task);
-                return Ok(Decoded::Internal);
+                return Ok(false);
             }
             T_RESET => {
                 c.end()?;
                 self.reset();
-                return Ok(Decoded::Internal);
+                return Ok(false);
             }
-            T_EVENT => Record::Event(self.event(&mut c)?),
+            T_EVENT => {
+                if !matches!(slot, Record::Event(_)) {
+                    let old = std::mem::replace(slot, Record::Event(empty_event()));
+                    self.recycle(old);
+                }
+                let Record::Event(ev) = slot else {
+                    unreachable!("made an event above")
+                };
+                self.event(&mut c, ev)?;
+                c.end()?;
+                return Ok(true);
+            }
             T_LOST => Record::Lost {
                 count: c.varint()?,
                 first_ts_ns: c.varint()?,
@@ -718,7 +847,9 @@ impl Decoder {
             other => return Err(format!("unknown record type {other}")),
         };
         c.end()?;
-        Ok(Decoded::Record(rec))
+        let old = std::mem::replace(slot, rec);
+        self.recycle(old);
+        Ok(true)
     }
 
     fn spend(&self, n: usize) -> Result<(), String> {
@@ -730,7 +861,17 @@ impl Decoder {
         Ok(())
     }
 
-    fn kstr(&self, c: &mut Cursor) -> Result<KStr, String> {
+    fn kstr(&mut self, c: &mut Cursor) -> Result<KStr, String> {
+        let mut k = KStr {
+            text: self.pool.pop().unwrap_or_default(),
+            truncated: false,
+        };
+        self.kstr_into(c, &mut k)?;
+        Ok(k)
+    }
+
+    /// A dictionary string into `k`, reusing its buffer.
+    fn kstr_into(&mut self, c: &mut Cursor, k: &mut KStr) -> Result<(), String> {
         let v = c.varint()?;
         let idx = v >> 1;
         let text = usize::try_from(idx)
@@ -738,62 +879,89 @@ impl Decoder {
             .and_then(|i| self.strings.get(i))
             .ok_or_else(|| format!("unknown dictionary index {idx}"))?;
         self.spend(text.len() + size_of::<KStr>())?;
-        Ok(KStr {
-            text: text.clone(),
-            truncated: v & 1 == 1,
-        })
+        k.text.clear();
+        k.text.push_str(text);
+        k.truncated = v & 1 == 1;
+        Ok(())
     }
 
-    fn event(&mut self, c: &mut Cursor) -> Result<Event, String> {
+    /// Decodes an event into `ev`, the previous one: its buffers are reused.
+    fn event(&mut self, c: &mut Cursor, ev: &mut Event) -> Result<(), String> {
         let ts = self.prev_ts.wrapping_add(unzigzag(c.varint()?) as u64);
         self.prev_ts = ts;
         let idx = c.varint()?;
-        let mut task = usize::try_from(idx)
+        let t = usize::try_from(idx)
             .ok()
             .and_then(|i| self.tasks.get(i))
-            .ok_or_else(|| format!("unknown task index {idx}"))?
-            .clone();
+            .ok_or_else(|| format!("unknown task index {idx}"))?;
+        let task = &mut ev.task;
         task.ts_ns = ts;
-        let action = self.action(c)?;
+        task.pid = t.pid;
+        task.tid = t.tid;
+        task.ppid = t.ppid;
+        task.comm.text.clear();
+        task.comm.text.push_str(&t.comm.text);
+        task.comm.truncated = t.comm.truncated;
+        task.mnt_ns = t.mnt_ns;
+        task.net_ns_inum = t.net_ns_inum;
+        task.cgroup_id = t.cgroup_id;
+        self.recycle_optional(ev);
+        if !self.unlink_in_place(c, &mut ev.action)? {
+            self.recycle_action(&mut ev.action);
+            ev.action = self.action(c)?;
+        }
         let presence = c.u8()?;
         if presence & !0x1f != 0 {
             return Err(format!("bad presence bits {presence:#x}"));
         }
-        let ret = if presence & 1 != 0 {
+        ev.ret = if presence & 1 != 0 {
             Some(unzigzag(c.varint()?))
         } else {
             None
         };
-        let new_mnt_ns = if presence & 2 != 0 {
+        ev.new_mnt_ns = if presence & 2 != 0 {
             Some(ns_get(c)?)
         } else {
             None
         };
-        let dir = if presence & 4 != 0 {
-            Some(self.kstr(c)?)
-        } else {
-            None
-        };
-        let mut resolved = [None, None];
-        for (i, r) in resolved.iter_mut().enumerate() {
+        if presence & 4 != 0 {
+            ev.dir = Some(self.kstr(c)?);
+        }
+        for i in 0..2 {
             if presence & (8 << i) != 0 {
-                *r = Some(ResolvedPath {
+                ev.resolved[i] = Some(ResolvedPath {
                     path: self.resolved_path(c)?,
                     mnt_id: c.varint()?,
                 });
             }
         }
-        Ok(Event {
-            task,
-            action,
-            ret,
-            new_mnt_ns,
-            dir,
-            resolved,
-        })
+        Ok(())
     }
 
-    fn action(&self, c: &mut Cursor) -> Result<Action, String> {
+    /// An unlink decoded over the previous action when that was an unlink too (most events of a
+    /// busy node): false, consuming nothing, otherwise.
+    fn unlink_in_place(&mut self, c: &mut Cursor, a: &mut Action) -> Result<bool, String> {
+        let Action::Unlink {
+            dirfd,
+            path,
+            rmdir,
+            call,
+        } = a
+        else {
+            return Ok(false);
+        };
+        if c.peek() != Some(2) {
+            return Ok(false);
+        }
+        c.u8()?;
+        *dirfd = c.fd()?;
+        self.kstr_into(c, path)?;
+        let (r, k) = unlink_bits(c.u8()?)?;
+        (*rmdir, *call) = (r, k);
+        Ok(true)
+    }
+
+    fn action(&mut self, c: &mut Cursor) -> Result<Action, String> {
         Ok(match c.u8()? {
             0 => Action::Mount {
                 source: self.kstr(c)?,
@@ -808,20 +976,11 @@ impl Decoder {
             2 => {
                 let dirfd = c.fd()?;
                 let path = self.kstr(c)?;
-                let b = c.u8()?;
-                let call = match b & 3 {
-                    0 => UnlinkCall::Unlink,
-                    1 => UnlinkCall::Unlinkat,
-                    2 => UnlinkCall::Rmdir,
-                    _ => return Err(format!("bad unlink call {b:#x}")),
-                };
-                if b & !7 != 0 {
-                    return Err(format!("bad unlink bits {b:#x}"));
-                }
+                let (rmdir, call) = unlink_bits(c.u8()?)?;
                 Action::Unlink {
                     dirfd,
                     path,
-                    rmdir: b & 4 != 0,
+                    rmdir,
                     call,
                 }
             }
@@ -885,7 +1044,7 @@ impl Decoder {
         })
     }
 
-    fn mounts(&self, c: &mut Cursor) -> Result<Vec<MountInfo>, String> {
+    fn mounts(&mut self, c: &mut Cursor) -> Result<Vec<MountInfo>, String> {
         let n = c.count()?;
         // Capacity grows with what decodes, not with what a count claims.
         let mut v = Vec::with_capacity(n.min(1024));
@@ -920,7 +1079,7 @@ impl Decoder {
         Ok(v)
     }
 
-    fn snapshot(&self, c: &mut Cursor) -> Result<Snapshot, String> {
+    fn snapshot(&mut self, c: &mut Cursor) -> Result<Snapshot, String> {
         let ts_ns = c.varint()?;
         let host_ns = ns_get(c)?;
         let n = c.count()?;
@@ -955,6 +1114,32 @@ impl Decoder {
             namespaces,
             processes,
         })
+    }
+}
+
+/// An unlink's last byte: (rmdir, which call).
+fn unlink_bits(b: u8) -> Result<(bool, UnlinkCall), String> {
+    let call = match b & 3 {
+        0 => UnlinkCall::Unlink,
+        1 => UnlinkCall::Unlinkat,
+        2 => UnlinkCall::Rmdir,
+        _ => return Err(format!("bad unlink call {b:#x}")),
+    };
+    if b & !7 != 0 {
+        return Err(format!("bad unlink bits {b:#x}"));
+    }
+    Ok((b & 4 != 0, call))
+}
+
+/// The slot an event is decoded into when the previous record was not one.
+fn empty_event() -> Event {
+    Event {
+        task: Task::default(),
+        action: Action::Exit,
+        ret: None,
+        new_mnt_ns: None,
+        dir: None,
+        resolved: [None, None],
     }
 }
 

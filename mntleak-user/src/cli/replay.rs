@@ -33,9 +33,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         args.view.quiet,
         BufWriter::new(stdout),
     );
-    for rec in reader.by_ref() {
-        let rec = rec.context("replay stopped")?;
-        pipeline.handle(&rec).context("cannot write to stdout")?;
+    while let Some(rec) = reader.next_record().context("replay stopped")? {
+        pipeline.handle(rec).context("cannot write to stdout")?;
     }
     let outcome = pipeline.finish().context("cannot write to stdout")?;
     if let Some((file, offset)) = reader.stopped_at() {

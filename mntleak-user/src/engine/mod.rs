@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::model::{ContainerInfo, Record};
 pub use crate::report::finding::{Finding, FindingKind};
-use state::{Family, MKey, Mount, Ns, Proc};
+use state::{Dentry, Family, MKey, Mount, Ns, Proc};
 
 pub struct EngineConfig {
     /// Containers to follow; empty follows every container-looking mount.
@@ -98,11 +98,12 @@ pub struct Engine {
     families: Vec<Option<Family>>,
     fam_free: Vec<u32>,
     /// Mountpoint dentry -> mounts on it (any namespace), for the unlink rule.
-    mp_index: HashMap<(u64, String), Vec<MKey>>,
+    mp_index: HashMap<Dentry, Vec<MKey>>,
     /// Mountpoint basenames, so unlinks of ordinary files cost one hash lookup.
     mp_base: HashMap<String, u32>,
     /// Mount-namespace inode -> nsfs mounts pinning it.
     nsfs_pins: HashMap<u32, u32>,
+    paths: paths::PathSet,
     // per-event scratch
     dirty: Vec<MKey>,
     touched_families: Vec<u32>,
@@ -114,7 +115,7 @@ pub struct Engine {
     leak_by_mount: HashMap<MKey, u64>,
     at_risk: HashMap<MKey, Finding>,
     resolved: VecDeque<Finding>,
-    recent_symptoms: VecDeque<crate::report::finding::Symptom>,
+    recent_symptoms: VecDeque<verdict::RecentFailure>,
     /// Kernel facts waiting for the event stream to reach their read time (the ring buffer
     /// delivers events older than a fact after it).
     pending_facts: VecDeque<(u64, crate::model::MntNs, Vec<crate::model::MountInfo>)>,
@@ -156,6 +157,7 @@ impl Engine {
             mp_index: HashMap::default(),
             mp_base: HashMap::default(),
             nsfs_pins: HashMap::default(),
+            paths: paths::PathSet::default(),
             dirty: Vec::new(),
             touched_families: Vec::new(),
             unpinned: Vec::new(),
@@ -263,11 +265,11 @@ impl Engine {
                 let m = self.m(k);
                 ModelMount {
                     mount_id: m.kernel_id,
-                    parent_mountpoint: m.parent.map(|p| self.m(p).mountpoint.clone()),
-                    mountpoint: m.mountpoint.clone(),
-                    root: m.root.clone(),
-                    source: m.source.clone(),
-                    fstype: m.fstype.clone(),
+                    parent_mountpoint: m.parent.map(|p| self.m(p).mountpoint.to_string()),
+                    mountpoint: m.mountpoint.to_string(),
+                    root: m.root.to_string(),
+                    source: m.source.to_string(),
+                    fstype: m.fstype.to_string(),
                     shared: m.shared,
                     master: m.master,
                     unbindable: m.unbindable,

@@ -1,13 +1,12 @@
 //! The kernel's rules, one handler per record kind and per action.
 
 use super::{HashMap, HashSet};
-use crate::report::names::{clone_flags, mount_flags, umount_flags};
 use std::sync::Arc;
 
 use super::Engine;
 use super::paths::{basename, join, resolve, strip};
 use super::state::{
-    Cause, CloneMode, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, nsfs_mnt_inum, prop_str,
+    Cause, CloneMode, Detail, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, count_name, nsfs_mnt_inum,
 };
 use crate::model::{Action, Event, MntNs, MountInfo, Snapshot};
 use crate::uapi::*;
@@ -139,10 +138,10 @@ impl Engine {
                 ns,
                 parent,
                 children: Vec::new(),
-                mountpoint,
-                root,
-                source: mi.source.as_str().to_string(),
-                fstype: mi.fstype.as_str().to_string(),
+                mountpoint: self.paths.get(&mountpoint),
+                root: self.paths.get(&root),
+                source: self.paths.get(mi.source.as_str()),
+                fstype: self.paths.get(mi.fstype.as_str()),
                 fs,
                 kernel_id: Some(mi.mnt_id),
                 shared,
@@ -150,7 +149,7 @@ impl Engine {
                 unbindable: mi.propagation.unbindable,
                 family: fam,
                 copy_ev: lineage,
-                copy_prop: prop_str(shared, master, mi.propagation.unbindable),
+                copy_prop: (shared, master, mi.propagation.unbindable),
                 cut_ev: None,
                 dentry: None,
             };
@@ -183,7 +182,7 @@ impl Engine {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
             };
-            let key = (m.fs, m.root.clone());
+            let key = (m.fs, m.root.to_string());
             let better = match idx.get(&key) {
                 None => true,
                 Some(&old) => {
@@ -313,7 +312,7 @@ impl Engine {
     /// The model mount a fact's mount is: same place, same filesystem object.
     fn fact_match(&self, ns: u64, mi: &MountInfo, taken: &HashMap<MKey, usize>) -> Option<MKey> {
         let mp = resolve("", None, mi.mountpoint.as_str());
-        let v = self.ns.get(&ns)?.by_path.get(&mp)?;
+        let v = self.ns.get(&ns)?.by_path.get(mp.as_str())?;
         let free = || v.iter().copied().filter(|k| !taken.contains_key(k));
         if let Some(k) = free().find(|&k| self.m(k).kernel_id == Some(mi.mnt_id)) {
             return Some(k);
@@ -326,14 +325,14 @@ impl Engine {
         let dev_fs = self.dev_fs.get(&(mi.dev_major, mi.dev_minor)).copied();
         let same_obj = |k: MKey| {
             let m = self.m(k);
-            m.root == root
+            *m.root == *root
                 && match dev_fs {
                     Some(f) => m.fs == f,
-                    None => m.fstype == mi.fstype.as_str(),
+                    None => &*m.fstype == mi.fstype.as_str(),
                 }
         };
         // In a stack of look-alikes (two tmpfs at one place) the source tells them apart.
-        let same_source = |k: MKey| self.m(k).source == mi.source.as_str();
+        let same_source = |k: MKey| &*self.m(k).source == mi.source.as_str();
         // Topmost first: a stack's hidden lower mounts are what the listing may leave out.
         let unnamed = |k: MKey| self.m(k).kernel_id.is_none() && same_obj(k);
         if let Some(k) = free()
@@ -349,7 +348,7 @@ impl Engine {
         // an event): same kind and root at the same place is the same mount.
         let alike = |k: MKey| {
             let m = self.m(k);
-            m.kernel_id.is_none() && m.root == root && m.fstype == mi.fstype.as_str()
+            m.kernel_id.is_none() && *m.root == *root && &*m.fstype == mi.fstype.as_str()
         };
         free()
             .rfind(|&k| alike(k) && same_source(k))
@@ -407,7 +406,7 @@ impl Engine {
         }
     }
 
-    fn evinfo(&self, e: &Event, ns: u64, detail: String) -> super::state::Ev {
+    fn evinfo(&self, e: &Event, ns: u64, detail: Detail) -> super::state::Ev {
         Arc::new(EvInfo {
             pid: e.task.pid,
             comm: e.task.comm.as_str().to_string(),
@@ -484,47 +483,22 @@ impl Engine {
         };
         let order = self.ns_mounts(src);
         let idx: HashMap<MKey, usize> = order.iter().enumerate().map(|(i, &k)| (k, i)).collect();
-        let seeds: Vec<Seed> = order
-            .iter()
-            .map(|&k| {
-                let m = self.m(k);
-                let parent = m.parent.and_then(|p| idx.get(&p).copied());
-                let rel = if parent.is_some() {
-                    strip(&m.mountpoint, "/").unwrap_or("").to_string()
-                } else {
-                    String::new()
-                };
-                let mut s = self.seed_of(k, rel, None, mode);
-                // Seeds' rel is relative to the copy's root mount, which sits at "/".
-                s.parent = parent;
-                s
-            })
-            .collect();
-        // Instantiate with absolute paths: parents' mountpoints are not prefixes in general
-        // (a child's rel is from "/"), so place each at "/" + rel.
-        self.instantiate_abs(dst.id, &seeds, ev);
-    }
-
-    fn instantiate_abs(&mut self, ns: u64, seeds: &[Seed], ev: &super::state::Ev) {
-        let mut keys: Vec<MKey> = Vec::with_capacity(seeds.len());
-        for s in seeds {
-            let p = s.parent.map(|i| keys[i]);
-            let one = Seed {
-                parent: None,
-                ..s.clone()
+        // Each copy is made as its original is read (the source namespace does not change),
+        // parents first. Each sits at its original's path: the copy's root is at "/", and a
+        // child's parent copy need not be a prefix of it.
+        let mut keys: Vec<MKey> = Vec::with_capacity(order.len());
+        for &k in &order {
+            let m = self.m(k);
+            let parent = m.parent.and_then(|p| idx.get(&p)).map(|&i| keys[i]);
+            let at = if parent.is_some() {
+                m.mountpoint.clone()
+            } else {
+                self.paths.get("/")
             };
-            let at = join("/", &s.rel);
-            let k = self.instantiate(
-                ns,
-                p,
-                &at,
-                &[Seed {
-                    rel: String::new(),
-                    ..one
-                }],
-                Some(ev),
-            )[0];
-            keys.push(k);
+            let seed = self.seed_of(k, String::new(), None, mode);
+            let copy =
+                self.instantiate(dst.id, parent, &at, std::slice::from_ref(&seed), Some(ev))[0];
+            keys.push(copy);
         }
     }
 
@@ -536,38 +510,47 @@ impl Engine {
         );
         // Who is this, and in which namespace did it act?
         let task_ns = e.task.mnt_ns;
-        #[allow(clippy::map_entry)] // the entry would borrow self.procs across ensure_ns
-        if !self.procs.contains_key(&pid) {
-            let ns = if task_ns.id != 0 {
-                task_ns
-            } else {
-                MntNs::default()
-            };
-            self.procs.insert(
-                pid,
-                Proc {
-                    comm: e.task.comm.as_str().to_string(),
-                    ns: ns.id,
-                    cgroup: e.task.cgroup_id,
-                    ..Default::default()
-                },
-            );
-            if ns.id != 0 && !matches!(e.action, Action::Unshare { .. } | Action::Setns { .. }) {
-                self.ensure_ns(ns).members.insert(pid);
-            }
-        } else if let Some(p) = self.procs.get_mut(&pid)
-            && p.comm != e.task.comm.text
-            && !e.task.comm.text.is_empty()
-        {
-            p.comm = e.task.comm.text.clone();
-        }
         // Its own events: a clone exit reported after them (vfork children run first) is old news.
-        if !matches!(e.action, Action::Fork { .. } | Action::Clone { .. })
-            && let Some(p) = self.procs.get_mut(&pid)
-        {
-            p.own_events = true;
-        }
-        let pns = self.procs.get(&pid).map(|p| p.ns).unwrap_or(0);
+        let own = !matches!(e.action, Action::Fork { .. } | Action::Clone { .. });
+        // One lookup for a known process (almost every event).
+        let known = self.procs.get_mut(&pid).map(|p| {
+            if p.comm != e.task.comm.text && !e.task.comm.text.is_empty() {
+                p.comm = e.task.comm.text.clone();
+            }
+            p.own_events |= own;
+            // Usually no chroot: an empty root costs no clone.
+            let root = if p.root.is_empty() {
+                String::new()
+            } else {
+                p.root.clone()
+            };
+            (p.ns, root)
+        });
+        let (pns, root) = match known {
+            Some(k) => k,
+            None => {
+                let ns = if task_ns.id != 0 {
+                    task_ns
+                } else {
+                    MntNs::default()
+                };
+                self.procs.insert(
+                    pid,
+                    Proc {
+                        comm: e.task.comm.as_str().to_string(),
+                        ns: ns.id,
+                        cgroup: e.task.cgroup_id,
+                        own_events: own,
+                        ..Default::default()
+                    },
+                );
+                if ns.id != 0 && !matches!(e.action, Action::Unshare { .. } | Action::Setns { .. })
+                {
+                    self.ensure_ns(ns).members.insert(pid);
+                }
+                (ns.id, String::new())
+            }
+        };
         // The namespace the call acted in (unshare/setns report the one after: use ours).
         let ns = match e.action {
             Action::Unshare { .. }
@@ -599,15 +582,13 @@ impl Engine {
             if let Some(r) = e.ret
                 && r < 0
             {
-                self.symptom(e, ns, r);
+                self.symptom(e, ns, r, &root);
             }
             return;
         }
         let ret = e.ret.unwrap_or(0);
-        let (root, dir) = match self.procs.get(&pid) {
-            Some(p) => (p.root.clone(), e.dir.as_ref().map(|d| d.as_str())),
-            None => (String::new(), None),
-        };
+        // Known by now (added above if it was not).
+        let dir = e.dir.as_ref().map(|d| d.as_str());
         // A relative path with no directory from the source cannot be placed: skip the event
         // rather than guess.
         if dir.is_none() && action_has_relative_path(&e.action, &e.resolved) {
@@ -639,12 +620,11 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!(
-                        "mount({}, {}, {})",
-                        source.as_str(),
-                        target,
-                        mount_flags(flags)
-                    ),
+                    Detail::Mount {
+                        source: source.as_str().to_string(),
+                        target: target.clone(),
+                        flags,
+                    },
                 );
                 let src_unplaced = flags & (MS_BIND | MS_MOVE) != 0
                     && e.resolved[0].is_none()
@@ -697,7 +677,10 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!("umount2({}, {})", target, umount_flags(*flags)),
+                    Detail::Umount {
+                        target: target.clone(),
+                        flags: *flags,
+                    },
                 );
                 self.do_umount(ns, &target, &ev);
             }
@@ -710,7 +693,11 @@ impl Engine {
                     return; // not a mountpoint name anywhere: O(1)
                 }
                 let full = path(p.as_str());
-                let ev = self.evinfo(e, ns, format!("{}({})", e.action.name(), full));
+                let ev = self.evinfo(
+                    e,
+                    ns,
+                    Detail::Text(format!("{}({})", e.action.name(), full)),
+                );
                 self.do_unlink(e, ns, &full, &ev);
             }
             Action::Unshare { flags } => {
@@ -721,7 +708,14 @@ impl Engine {
                 if new.id == 0 || new.id == ns {
                     return;
                 }
-                let ev = self.evinfo(e, ns, format!("unshare({})", clone_flags(*flags)));
+                let ev = self.evinfo(
+                    e,
+                    ns,
+                    Detail::Clone {
+                        call: "unshare",
+                        flags: *flags,
+                    },
+                );
                 self.copy_ns(ns, new, flags & CLONE_NEWUSER != 0, &ev);
                 self.move_member(pid, ns, new.id);
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -733,7 +727,7 @@ impl Engine {
                 if new.id == ns {
                     return;
                 }
-                let ev = self.evinfo(e, ns, format!("setns(-> mnt ns {})", new.id));
+                let ev = self.evinfo(e, ns, Detail::Text(format!("setns(-> mnt ns {})", new.id)));
                 self.ensure_ns(new);
                 self.move_member(pid, ns, new.id);
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -749,7 +743,10 @@ impl Engine {
                 } else {
                     None
                 };
-                let detail = format!("{}({})", e.action.name(), clone_flags(*flags));
+                let detail = Detail::Clone {
+                    call: e.action.name(),
+                    flags: *flags,
+                };
                 self.new_child(
                     e,
                     ns,
@@ -760,7 +757,7 @@ impl Engine {
                 );
             }
             Action::Fork { child } => {
-                let detail = "fork".to_string();
+                let detail = Detail::Static("fork");
                 self.new_child(e, ns, *child, e.new_mnt_ns, false, detail);
             }
             Action::Exec { .. } => {
@@ -776,7 +773,7 @@ impl Engine {
                         n.members.remove(&pid);
                     }
                     if self.ns.get(&p.ns).is_some_and(|n| n.members.is_empty()) {
-                        let ev = self.evinfo(e, p.ns, "exit".to_string());
+                        let ev = self.evinfo(e, p.ns, Detail::Static("exit"));
                         self.maybe_kill(p.ns, Some(ev));
                     }
                 }
@@ -824,7 +821,7 @@ impl Engine {
                 } else {
                     self.mount_at(ns, &full)
                         .or_else(|| self.lookup(ns, &full))
-                        .map(|k| FdObj::Attached(k, self.m(k).mountpoint.clone()))
+                        .map(|k| FdObj::Attached(k, self.m(k).mountpoint.to_string()))
                 };
                 if let Some(o) = obj {
                     self.put_fd(pid, ret as i32, o);
@@ -841,7 +838,7 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!("move_mount({} -> {})", from_path.as_str(), to),
+                    Detail::Text(format!("move_mount({} -> {})", from_path.as_str(), to)),
                 );
                 if flags & MOVE_MOUNT_F_EMPTY_PATH != 0 || from_path.as_str().is_empty() {
                     let obj = self
@@ -851,7 +848,7 @@ impl Engine {
                     match obj {
                         Some(FdObj::Detached(seeds)) => self.attach(ns, &to, seeds, &ev),
                         Some(FdObj::Attached(k, mp))
-                            if self.alive(k) && self.m(k).mountpoint == mp =>
+                            if self.alive(k) && *self.m(k).mountpoint == *mp =>
                         {
                             self.do_move(ns, &mp, &to, &ev);
                         }
@@ -881,7 +878,10 @@ impl Engine {
                 let ev = self.evinfo(
                     e,
                     ns,
-                    format!("mount_setattr({}, {})", full, mount_flags(*propagation)),
+                    Detail::MountSetattr {
+                        path: full.clone(),
+                        propagation: *propagation,
+                    },
                 );
                 if let Some(k) = self.mount_at(ns, &full).or_else(|| self.lookup(ns, &full)) {
                     self.change_propagation(k, *propagation, flags & AT_RECURSIVE != 0, &ev);
@@ -940,13 +940,13 @@ impl Engine {
             .mounts
             .iter()
             .flatten()
-            .find(|m| m.fstype == "nsfs")
+            .find(|m| &*m.fstype == "nsfs")
             .map(|m| m.fs);
         let mut seed = self.new_fs_seed("nsfs", "nsfs");
         if let Some(fs) = fs {
             seed.fs = fs;
         }
-        seed.root = format!("{kind}:[{inum}]");
+        seed.root = self.paths.get(&format!("{kind}:[{inum}]"));
         Some(seed)
     }
 
@@ -968,12 +968,12 @@ impl Engine {
             rel: String::new(),
             parent: None,
             root: if fstype == "nsfs" {
-                source.to_string()
+                self.paths.get(source)
             } else {
-                "/".to_string()
+                self.paths.get("/")
             },
-            source: source.to_string(),
-            fstype: fstype.to_string(),
+            source: self.paths.get(source),
+            fstype: self.paths.get(fstype),
             fs,
             shared: None,
             master: None,
@@ -989,7 +989,7 @@ impl Engine {
         child: u32,
         child_ns: Option<MntNs>,
         user: bool,
-        detail: String,
+        detail: Detail,
     ) {
         if child == 0 {
             return;
@@ -1066,11 +1066,11 @@ impl Engine {
                 self.mp_index.remove(&d);
             }
         }
-        let b = basename(&mp).to_string();
-        if let Some(c) = self.mp_base.get_mut(&b) {
+        let b = basename(&mp);
+        if let Some(c) = self.mp_base.get_mut(b) {
             *c -= 1;
             if *c == 0 {
-                self.mp_base.remove(&b);
+                self.mp_base.remove(b);
             }
         }
     }
@@ -1083,7 +1083,7 @@ impl Engine {
         if let Some(d) = d {
             self.mp_index.entry(d).or_default().push(k);
         }
-        *self.mp_base.entry(basename(&mp).to_string()).or_default() += 1;
+        count_name(&mut self.mp_base, basename(&mp));
         self.ns
             .entry(ns)
             .or_default()
@@ -1111,7 +1111,7 @@ impl Engine {
         for &x in &sub {
             let mp = self.m(x).mountpoint.clone();
             let rel = strip(&mp, from).unwrap_or("").to_string();
-            self.mm(x).mountpoint = join(to, &rel);
+            self.mm(x).mountpoint = self.paths.join(to, &rel);
         }
         if let Some(old) = self.m(k).parent {
             self.mm(old).children.retain(|&c| c != k);
@@ -1147,9 +1147,9 @@ impl Engine {
         for &x in &all {
             let mp = self.m(x).mountpoint.clone();
             let new_mp = if nr_sub.contains(&x) {
-                join("/", strip(&mp, new_root).unwrap_or(""))
+                self.paths.join("/", strip(&mp, new_root).unwrap_or(""))
             } else {
-                join(&po_abs, strip(&mp, "/").unwrap_or(""))
+                self.paths.join(&po_abs, strip(&mp, "/").unwrap_or(""))
             };
             self.mm(x).mountpoint = new_mp;
         }
@@ -1199,7 +1199,7 @@ impl Engine {
         self.reparent_survivors(&gone);
         // Children before parents, so that no removal orphans a mount still in the model.
         let mut order: Vec<MKey> = gone.iter().copied().collect();
-        order.sort_by_key(|&x| std::cmp::Reverse(self.depth(x)));
+        order.sort_by_cached_key(|&x| std::cmp::Reverse(self.depth(x)));
         for x in order {
             if self.alive(x) {
                 self.remove_mount(x, &cause);
@@ -1212,7 +1212,7 @@ impl Engine {
         let Some(on) = self.lookup(ns, full) else {
             return;
         };
-        let dentry = if self.m(on).mountpoint == full {
+        let dentry = if *self.m(on).mountpoint == *full {
             // The path is a mountpoint here: what is unlinked is the dentry under it.
             match self.m(on).parent {
                 Some(p) => self.dentry_of(p, full),
@@ -1230,7 +1230,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter_map(|(k, m)| m.as_ref().map(|m| (k as MKey, m)))
-            .filter(|(_, m)| m.fs == d.0 && m.root == d.1 && m.fstype != "nsfs")
+            .filter(|(_, m)| m.fs == d.0 && *m.root == *d.1 && &*m.fstype != "nsfs")
             .map(|(k, _)| k)
             .collect();
         for k in dead_roots {
@@ -1244,8 +1244,8 @@ impl Engine {
                     self.mp_base.remove(&b);
                 }
             }
-            *self.mp_base.entry(basename(&root).to_string()).or_default() += 1;
-            self.mm(k).root = root;
+            count_name(&mut self.mp_base, basename(&root));
+            self.mm(k).root = self.paths.get(&root);
         }
         let victims: Vec<MKey> = self
             .mp_index
@@ -1278,13 +1278,19 @@ impl Engine {
             return None;
         }
         self.mounts.iter().flatten().find_map(|m| {
-            (m.fstype == "nsfs" && nsfs_mnt_inum(&m.root) == Some(inum))
+            (&*m.fstype == "nsfs" && nsfs_mnt_inum(&m.root) == Some(inum))
                 .then(|| format!("nsfs mount {} in mnt ns {}", m.mountpoint, m.ns))
         })
     }
 }
 
 fn note_comm(n: &mut Ns, comm: &str) {
+    // The same command acts many times in a row: decided already (the set never shrinks).
+    if n.last_comm == comm {
+        return;
+    }
+    n.last_comm.clear();
+    n.last_comm.push_str(comm);
     if n.comms.len() < 32 && !comm.is_empty() && !n.comms.contains(comm) {
         n.comms.insert(comm.to_string());
     }

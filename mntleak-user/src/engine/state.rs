@@ -10,6 +10,9 @@ use super::paths::{basename, join, strip};
 
 pub(super) type MKey = u32;
 
+/// A directory as (filesystem, path inside it); shared by a mount and the unlink index.
+pub(super) type Dentry = (u64, Arc<str>);
+
 /// What a finding needs to know about an event, shared by every mount it created.
 #[derive(Clone, Debug)]
 pub(super) struct EvInfo {
@@ -18,20 +21,69 @@ pub(super) struct EvInfo {
     pub syscall: &'static str,
     pub ts: u64,
     pub ns: u64,
-    pub detail: String,
+    pub detail: Detail,
 }
 
 pub(super) type Ev = Arc<EvInfo>;
+
+/// How a finding names an event's call (`mount(overlay, /x, MS_BIND)`): kept as its parts and
+/// written out only when a finding shows it (few events ever are).
+#[derive(Clone, Debug)]
+pub(super) enum Detail {
+    Text(String),
+    Static(&'static str),
+    Mount {
+        source: String,
+        target: String,
+        flags: u64,
+    },
+    Umount {
+        target: String,
+        flags: u64,
+    },
+    /// unshare, clone and clone3, by name.
+    Clone {
+        call: &'static str,
+        flags: u64,
+    },
+    MountSetattr {
+        path: String,
+        propagation: u64,
+    },
+}
+
+impl std::fmt::Display for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::report::names::{clone_flags, mount_flags, umount_flags};
+        match self {
+            Detail::Text(t) => f.write_str(t),
+            Detail::Static(t) => f.write_str(t),
+            Detail::Mount {
+                source,
+                target,
+                flags,
+            } => write!(f, "mount({}, {}, {})", source, target, mount_flags(*flags)),
+            Detail::Umount { target, flags } => {
+                write!(f, "umount2({}, {})", target, umount_flags(*flags))
+            }
+            Detail::Clone { call, flags } => write!(f, "{}({})", call, clone_flags(*flags)),
+            Detail::MountSetattr { path, propagation } => {
+                write!(f, "mount_setattr({}, {})", path, mount_flags(*propagation))
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub(super) struct Mount {
     pub ns: u64,
     pub parent: Option<MKey>,
     pub children: Vec<MKey>,
-    pub mountpoint: String,
-    pub root: String,
-    pub source: String,
-    pub fstype: String,
+    // Shared (not copied) by every copy of the mount: a namespace copy clones them all.
+    pub mountpoint: Arc<str>,
+    pub root: Arc<str>,
+    pub source: Arc<str>,
+    pub fstype: Arc<str>,
     /// Superblock identity (model-internal).
     pub fs: u64,
     pub kernel_id: Option<u64>,
@@ -41,11 +93,12 @@ pub(super) struct Mount {
     pub family: u32,
     /// Lineage: the event that created this copy and its propagation right after.
     pub copy_ev: Option<Ev>,
-    pub copy_prop: String,
+    /// Its propagation then (shared, master, unbindable), rendered only for a finding.
+    pub copy_prop: (Option<u32>, Option<u32>, bool),
     /// The last propagation change applied to this mount.
     pub cut_ev: Option<Ev>,
     /// The mountpoint dentry (fs, path in fs) this mount sits on, for the unlink rule.
-    pub dentry: Option<(u64, String)>,
+    pub dentry: Option<Dentry>,
 }
 
 impl Mount {
@@ -80,7 +133,7 @@ pub(super) struct Ns {
     pub created_by: Option<Ev>,
     pub copied_from: Option<u64>,
     /// Mountpoint path -> mounts there, bottom first.
-    pub by_path: HashMap<String, Vec<MKey>>,
+    pub by_path: HashMap<Arc<str>, Vec<MKey>>,
     pub mounts: usize,
     /// Known only from a kernel fact: members unknown, never killed for lack of members.
     pub members_unknown: bool,
@@ -101,6 +154,8 @@ pub(super) struct Ns {
     /// Command names seen acting in this namespace (bounded): who may have made its mounts
     /// when they predate the capture.
     pub comms: HashSet<String>,
+    /// The last command noted (see `note_comm`).
+    pub last_comm: String,
 }
 
 #[derive(Clone, Debug)]
@@ -140,9 +195,9 @@ pub(super) struct Family {
 pub(super) struct Seed {
     pub rel: String,
     pub parent: Option<usize>,
-    pub root: String,
-    pub source: String,
-    pub fstype: String,
+    pub root: Arc<str>,
+    pub source: Arc<str>,
+    pub fstype: Arc<str>,
     pub fs: u64,
     pub shared: Option<u32>,
     pub master: Option<u32>,
@@ -218,7 +273,7 @@ impl Engine {
     /// The visible mount whose mountpoint is exactly `path` (the top of the stack there).
     pub(super) fn mount_at(&self, ns: u64, path: &str) -> Option<MKey> {
         let k = self.lookup(ns, path)?;
-        (self.m(k).mountpoint == path).then_some(k)
+        (&*self.m(k).mountpoint == path).then_some(k)
     }
 
     /// The mount `path` lives on, resolved top-down like the kernel's path walk: at each
@@ -258,10 +313,16 @@ impl Engine {
     }
 
     /// Dentry (fs, path inside fs) of `path` as resolved on mount `k`.
-    pub(super) fn dentry_of(&self, k: MKey, path: &str) -> Option<(u64, String)> {
+    pub(super) fn dentry_of(&self, k: MKey, path: &str) -> Option<Dentry> {
         let m = self.m(k);
         let rel = strip(path, &m.mountpoint)?;
-        Some((m.fs, join(&m.root, rel)))
+        // The mount's own root (a mount at its parent's root) needs no new string.
+        let p = if rel.is_empty() {
+            m.root.clone()
+        } else {
+            self.paths.join(&m.root, rel)
+        };
+        Some((m.fs, p))
     }
 
     /// Inserts a mount into the slab and every index. `below` tucks it under an existing stack.
@@ -286,14 +347,11 @@ impl Engine {
         if let Some(d) = &m.dentry {
             self.mp_index.entry(d.clone()).or_default().push(key);
         }
-        *self
-            .mp_base
-            .entry(basename(&m.mountpoint).to_string())
-            .or_default() += 1;
+        count_name(&mut self.mp_base, basename(&m.mountpoint));
         if let Some(b) = root_base(&m) {
-            *self.mp_base.entry(b.to_string()).or_default() += 1;
+            count_name(&mut self.mp_base, b);
         }
-        if m.fstype == "nsfs"
+        if &*m.fstype == "nsfs"
             && let Some(inum) = nsfs_mnt_inum(&m.root)
         {
             *self.nsfs_pins.entry(inum).or_default() += 1;
@@ -356,7 +414,7 @@ impl Engine {
                 }
             }
         }
-        if m.fstype == "nsfs"
+        if &*m.fstype == "nsfs"
             && let Some(inum) = nsfs_mnt_inum(&m.root)
             && let Some(c) = self.nsfs_pins.get_mut(&inum)
         {
@@ -408,7 +466,9 @@ impl Engine {
 
     /// `k` and its descendants, parents before children.
     pub(super) fn subtree(&self, k: MKey) -> Vec<MKey> {
-        let mut out = vec![k];
+        // Room for a typical subtree up front rather than growing from one.
+        let mut out = Vec::with_capacity(16);
+        out.push(k);
         let mut i = 0;
         // Bounded by the live mount count: a modelling bug must not turn into unbounded memory.
         while i < out.len() && out.len() <= self.live_mounts + 1 {
@@ -569,7 +629,7 @@ impl Engine {
         let sm = self.m(src);
         let rel_in = strip(path, &sm.mountpoint)?.to_string();
         let mut top = self.seed_of(src, String::new(), None, CloneMode::Keep);
-        top.root = join(&sm.root, &rel_in);
+        top.root = self.paths.join(&sm.root, &rel_in);
         let mut out = vec![top];
         if !rec {
             return Some(out);
@@ -585,7 +645,7 @@ impl Engine {
                 let Some(rel) = strip(&cm.mountpoint, path) else {
                     continue;
                 };
-                if k == src && rel.is_empty() && cm.parent == Some(src) && path == cm.mountpoint {
+                if k == src && rel.is_empty() && cm.parent == Some(src) && path == &*cm.mountpoint {
                     // A mount stacked on the bind source itself is not part of the copy.
                     continue;
                 }
@@ -612,7 +672,7 @@ impl Engine {
                 Some(i) => Some(keys[i]),
                 None => parent,
             };
-            let mountpoint = join(at, &s.rel);
+            let mountpoint = self.paths.join(at, &s.rel);
             let m = Mount {
                 ns,
                 parent: p,
@@ -628,7 +688,7 @@ impl Engine {
                 unbindable: s.unbindable,
                 family: s.family,
                 copy_ev: ev.cloned(),
-                copy_prop: prop_str(s.shared, s.master, s.unbindable),
+                copy_prop: (s.shared, s.master, s.unbindable),
                 cut_ev: None,
                 dentry: None,
             };
@@ -680,7 +740,7 @@ impl Engine {
         &mut self,
         g: u32,
         dest: MKey,
-        dentry: &(u64, String),
+        dentry: &Dentry,
         keys: &[MKey],
         pending: &[(MKey, u32)],
         moved: bool,
@@ -753,7 +813,7 @@ impl Engine {
         &mut self,
         g: u32,
         src: &[Option<u32>],
-        dentry: &(u64, String),
+        dentry: &Dentry,
         template: &[Seed],
         newset: &mut HashSet<MKey>,
         visited: &mut HashSet<u32>,
@@ -795,7 +855,7 @@ impl Engine {
     fn place(
         &mut self,
         r: MKey,
-        dentry: &(u64, String),
+        dentry: &Dentry,
         template: &[Seed],
         shared: &[Option<u32>],
         master: &[Option<u32>],
@@ -815,7 +875,7 @@ impl Engine {
             .children
             .iter()
             .copied()
-            .filter(|&c| self.m(c).mountpoint == path)
+            .filter(|&c| *self.m(c).mountpoint == *path)
             .collect();
         let seeds: Vec<Seed> = template
             .iter()
@@ -835,7 +895,7 @@ impl Engine {
         }
         // Keep the by_path stack bottom-first: the tucked copy goes under what was there.
         if let Some(n) = self.ns.get_mut(&ns)
-            && let Some(v) = n.by_path.get_mut(&path)
+            && let Some(v) = n.by_path.get_mut(path.as_str())
             && v.len() > 1
         {
             v.retain(|&x| x != top);
@@ -937,7 +997,7 @@ impl Engine {
                     .children
                     .iter()
                     .copied()
-                    .find(|&x| self.m(x).mountpoint == path);
+                    .find(|&x| *self.m(x).mountpoint == *path);
                 if let Some(c) = c
                     && !inset.contains(&c)
                     && candset.insert(c)
@@ -1027,10 +1087,20 @@ impl Engine {
     }
 }
 
+/// One more mount named `name` (looked up first: the name is usually known already).
+pub(super) fn count_name(names: &mut HashMap<String, u32>, name: &str) {
+    match names.get_mut(name) {
+        Some(c) => *c += 1,
+        None => {
+            names.insert(name.to_string(), 1);
+        }
+    }
+}
+
 /// The basename of a bind mount's root directory: removing that directory matters to the mount
 /// (its root is then a deleted dentry), so the unlink rule must not skip the name.
 pub(super) fn root_base(m: &Mount) -> Option<&str> {
-    (m.root != "/" && m.fstype != "nsfs").then(|| basename(&m.root))
+    (&*m.root != "/" && &*m.fstype != "nsfs").then(|| basename(&m.root))
 }
 
 /// `mnt:[4026531841]` -> 4026531841.

@@ -3,7 +3,8 @@
 
 use super::{HashMap, HashSet};
 
-use super::state::{Cause, Ev, MKey, Mount};
+use super::paths::resolve_into;
+use super::state::{Cause, Ev, MKey, Mount, prop_str};
 use super::{Engine, MAX_RESOLVED, errno_name};
 use crate::model::{Action, Event};
 use crate::report::finding::{
@@ -21,8 +22,36 @@ fn evref(e: &Ev, propagation: Option<String>) -> EventRef {
         syscall: e.syscall.to_string(),
         time: e.ts,
         mnt_ns_id: e.ns,
-        detail: e.detail.clone(),
+        detail: e.detail.to_string(),
         propagation,
+    }
+}
+
+/// A failed call, kept for the findings it may explain later: a [`Symptom`] without the strings
+/// that follow from its call and return value.
+#[derive(Debug, Default)]
+pub(super) struct RecentFailure {
+    pid: u32,
+    comm: String,
+    syscall: &'static str,
+    path: String,
+    ret: i64,
+    time: u64,
+}
+
+impl RecentFailure {
+    fn symptom(&self) -> Symptom {
+        let errno = errno_name(self.ret);
+        Symptom {
+            pid: self.pid,
+            comm: self.comm.clone(),
+            syscall: self.syscall.to_string(),
+            path: self.path.clone(),
+            ret: self.ret,
+            errno: errno.to_string(),
+            time: self.time,
+            explanation: explain(self.syscall, errno).to_string(),
+        }
     }
 }
 
@@ -258,8 +287,8 @@ impl Engine {
         let symptoms: Vec<Symptom> = self
             .recent_symptoms
             .iter()
-            .filter(|s| s.path == fam.path || s.path == path_in_ns || s.path == fam.source)
-            .cloned()
+            .filter(|s| s.path == fam.path || *s.path == *path_in_ns || s.path == fam.source)
+            .map(RecentFailure::symptom)
             .collect();
         let mut f = Finding {
             kind,
@@ -268,7 +297,7 @@ impl Engine {
                 source: fam.source.clone(),
                 fstype: fam.fstype.clone(),
                 path: fam.path.clone(),
-                path_in_ns,
+                path_in_ns: path_in_ns.to_string(),
                 mount_id: m.kernel_id,
             },
             origin: fam.origin.as_ref().map(|o| Origin {
@@ -277,10 +306,10 @@ impl Engine {
                 mnt_ns_id: fam.origin_ns,
                 time: o.ts,
             }),
-            leaked_by: m
-                .copy_ev
-                .as_ref()
-                .map(|e| evref(e, Some(m.copy_prop.clone()))),
+            leaked_by: m.copy_ev.as_ref().map(|e| {
+                let (shared, master, unbindable) = m.copy_prop;
+                evref(e, Some(prop_str(shared, master, unbindable)))
+            }),
             cut_off_by: m.cut_ev.as_ref().map(|e| evref(e, Some(m.prop_string()))),
             from_mnt_ns_id: fam.origin_ns,
             into_mnt_ns_id: m.ns,
@@ -345,7 +374,7 @@ impl Engine {
         let Some(mut f) = self.leaks.remove(&id) else {
             return;
         };
-        if !matches!(cause, Cause::NsDeath(_)) && m.fstype == "nsfs" {
+        if !matches!(cause, Cause::NsDeath(_)) && &*m.fstype == "nsfs" {
             // Another mount of the same namespace shows the same namespace file (a bind of the
             // copy, e.g. a netns pinned at /pin): it is still held there.
             let heir = self
@@ -365,7 +394,7 @@ impl Engine {
                     "{}; the copy at {} is gone but {} in the same namespace still holds the same filesystem",
                     f.reason, m.mountpoint, xm.mountpoint
                 );
-                f.mount.path_in_ns = xm.mountpoint.clone();
+                f.mount.path_in_ns = xm.mountpoint.to_string();
                 f.mount.mount_id = xm.kernel_id;
                 f.remediation = self.remediation(&f);
                 self.leak_by_mount.insert(x, id);
@@ -457,7 +486,7 @@ impl Engine {
     }
 
     /// A failed call: remember it, link it to open findings, and detect stranded mounts.
-    pub(super) fn symptom(&mut self, e: &Event, ns: u64, ret: i64) {
+    pub(super) fn symptom(&mut self, e: &Event, ns: u64, ret: i64, root: &str) {
         // The path argument that failed, by its slot in `e.resolved`.
         let (path, slot, source) = match &e.action {
             Action::Umount { target, .. } => (target.as_str(), 0, None),
@@ -466,30 +495,36 @@ impl Engine {
             Action::MoveMount { to_path, .. } => (to_path.as_str(), 1, None),
             _ => return,
         };
-        let root = self
-            .procs
-            .get(&e.task.pid)
-            .map(|p| p.root.clone())
-            .unwrap_or_default();
-        let full = match e.resolved_path(slot) {
-            Some(r) => super::paths::resolve(&root, Some(r), ""),
-            None => super::paths::resolve(&root, e.dir.as_ref().map(|d| d.as_str()), path),
-        };
         let errno = errno_name(ret);
-        let s = Symptom {
-            pid: e.task.pid,
-            comm: e.task.comm.as_str().to_string(),
-            syscall: e.action.name().to_string(),
-            path: full.clone(),
-            ret,
-            errno: errno.to_string(),
-            time: e.task.ts_ns,
-            explanation: explain(e.action.name(), errno).to_string(),
-        };
-        self.recent_symptoms.push_back(s.clone());
-        if self.recent_symptoms.len() > MAX_RECENT {
-            self.recent_symptoms.pop_front();
+        // Remembered in the buffers of the oldest one when the window is full.
+        let mut r = if self.recent_symptoms.len() >= MAX_RECENT {
+            self.recent_symptoms.pop_front()
+        } else {
+            None
         }
+        .unwrap_or_default();
+        match e.resolved_path(slot) {
+            Some(p) => resolve_into(&mut r.path, root, Some(p), ""),
+            None => resolve_into(&mut r.path, root, e.dir.as_ref().map(|d| d.as_str()), path),
+        }
+        r.pid = e.task.pid;
+        r.comm.clear();
+        r.comm.push_str(e.task.comm.as_str());
+        r.syscall = e.action.name();
+        r.ret = ret;
+        r.time = e.task.ts_ns;
+        self.recent_symptoms.push_back(r);
+        let umount = matches!(e.action, Action::Umount { .. });
+        // Most failures explain nothing yet: no symptom to build.
+        if !umount && self.leaks.is_empty() && self.at_risk.is_empty() {
+            return;
+        }
+        let s = self
+            .recent_symptoms
+            .back()
+            .map(RecentFailure::symptom)
+            .unwrap_or_default();
+        let full = s.path.clone();
         let mut changed = Vec::new();
         for f in self.leaks.values_mut().chain(self.at_risk.values_mut()) {
             let hit = f.mount.path == full
@@ -502,7 +537,7 @@ impl Engine {
         }
         // A stranded mount already detached (by an unlink) still explains the creator's
         // failed umount that follows.
-        if matches!(e.action, Action::Umount { .. }) {
+        if umount {
             for f in self.resolved.iter_mut().rev().take(64) {
                 if f.reason_code == "stranded"
                     && (f.mount.path == full || f.mount.path_in_ns == full)
@@ -526,7 +561,7 @@ impl Engine {
             }
         }
         self.out.extend(changed);
-        if matches!(e.action, Action::Umount { .. }) && (errno == "EINVAL" || errno == "ENOENT") {
+        if umount && (errno == "EINVAL" || errno == "ENOENT") {
             self.stranded(e, ns, &full, s);
         }
     }
@@ -640,7 +675,7 @@ impl Engine {
             let Some(Some(f)) = self.families.get(m.family as usize) else {
                 continue;
             };
-            if !f.container_looking || m.mountpoint != path {
+            if !f.container_looking || &*m.mountpoint != path {
                 continue;
             }
             let creator = match &f.origin {

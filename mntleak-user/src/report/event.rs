@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::escape::{escape, quoted};
 use super::names::{self, FlagTable};
-use crate::model::{Action, Event, KStr, Record, UnlinkCall};
+use crate::model::{Action, CALL_NAMES, Event, KStr, Record, UnlinkCall};
 use crate::uapi::AT_REMOVEDIR;
 
 /// Unix-epoch nanoseconds as UTC with millisecond precision: `2026-12-01T15:19:12.123Z`.
@@ -166,8 +166,13 @@ fn args_text(a: &Action) -> String {
     }
 }
 
+/// A return value that is a negative errno.
+fn is_errno(ret: i64) -> bool {
+    (-4095..0).contains(&ret)
+}
+
 fn errno_of(ret: i64) -> Option<String> {
-    if !(-4095..0).contains(&ret) {
+    if !is_errno(ret) {
         return None;
     }
     let n = (-ret) as i32;
@@ -435,8 +440,9 @@ pub fn lost_json(count: u64, first_wall_ns: i64, last_wall_ns: i64) -> Value {
 pub struct Summary {
     pub events: u64,
     pub lost: u64,
-    pub by_syscall: BTreeMap<&'static str, u64>,
-    pub failed: BTreeMap<&'static str, u64>,
+    /// By [`Action::call_index`]: an array, as this is counted for every event.
+    calls: [u64; CALL_NAMES.len()],
+    failed: [u64; CALL_NAMES.len()],
 }
 
 impl Summary {
@@ -444,10 +450,10 @@ impl Summary {
         match rec {
             Record::Event(ev) => {
                 self.events += 1;
-                let name = ev.action.name();
-                *self.by_syscall.entry(name).or_default() += 1;
-                if ev.ret.is_some_and(|r| errno_of(r).is_some()) {
-                    *self.failed.entry(name).or_default() += 1;
+                let i = ev.action.call_index();
+                self.calls[i] += 1;
+                if ev.ret.is_some_and(is_errno) {
+                    self.failed[i] += 1;
                 }
             }
             Record::Lost { count, .. } => self.lost = self.lost.saturating_add(*count),
@@ -455,11 +461,22 @@ impl Summary {
         }
     }
 
+    /// Events by call name, calls seen only.
+    pub fn by_syscall(&self) -> BTreeMap<&'static str, u64> {
+        by_name(&self.calls)
+    }
+
+    /// Failed events by call name, calls that failed only.
+    pub fn failed(&self) -> BTreeMap<&'static str, u64> {
+        by_name(&self.failed)
+    }
+
     pub fn render_text(&self) -> String {
         let mut s = format!("summary: {} events, {} lost\n", self.events, self.lost);
-        for (name, n) in &self.by_syscall {
+        let failed = self.failed();
+        for (name, n) in &self.by_syscall() {
             let _ = write!(s, "  {name:<14} {n:>10}");
-            if let Some(f) = self.failed.get(name) {
+            if let Some(f) = failed.get(name) {
                 let _ = write!(s, "  ({f} failed)");
             }
             s.push('\n');
@@ -472,8 +489,17 @@ impl Summary {
             "kind": "summary",
             "events": self.events,
             "lost": self.lost,
-            "by_syscall": self.by_syscall,
-            "failed": self.failed,
+            "by_syscall": self.by_syscall(),
+            "failed": self.failed(),
         })
     }
+}
+
+fn by_name(counts: &[u64; CALL_NAMES.len()]) -> BTreeMap<&'static str, u64> {
+    CALL_NAMES
+        .iter()
+        .zip(counts)
+        .filter(|&(_, &n)| n > 0)
+        .map(|(&name, &n)| (name, n))
+        .collect()
 }
