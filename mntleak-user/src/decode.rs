@@ -248,16 +248,28 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<Event, DecodeError> {
 /// The wire struct from a ring-buffer record: a whole `wire::Event`, or its first bytes up to
 /// `res` (then no path was resolved); `None` if shorter.
 pub fn wire_from_bytes(bytes: &[u8]) -> Option<wire::Event> {
-    let mut buf = [0u8; std::mem::size_of::<wire::Event>()];
-    let n = bytes.len().min(buf.len());
+    // SAFETY: integers and byte arrays only: all zero bytes are a valid `wire::Event`.
+    let mut raw: wire::Event = unsafe { std::mem::zeroed() };
+    wire_fill(bytes, &mut raw).then_some(raw)
+}
+
+/// [`wire_from_bytes`] over an existing `raw` (the live reader keeps one): one copy of the
+/// record's bytes, where building a new value copies the whole struct three times. False, and
+/// `raw` unspecified, if the record is shorter than `CORE`.
+pub fn wire_fill(bytes: &[u8], raw: &mut wire::Event) -> bool {
+    let size = std::mem::size_of::<wire::Event>();
+    let n = bytes.len().min(size);
     if n < CORE {
-        return None;
+        return false;
     }
-    buf[..n].copy_from_slice(&bytes[..n]);
-    // SAFETY: the buffer is exactly one `wire::Event`, the read is unaligned, and every bit
-    // pattern is a valid `wire::Event` (integers and byte arrays only); missing resolutions are
-    // zero, i.e. `res::NONE`.
-    Some(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<wire::Event>()) })
+    // SAFETY: `raw` is exactly `size` bytes, and every bit pattern is a valid `wire::Event`
+    // (integers and byte arrays only).
+    let dst =
+        unsafe { std::slice::from_raw_parts_mut((raw as *mut wire::Event).cast::<u8>(), size) };
+    dst[..n].copy_from_slice(&bytes[..n]);
+    // What the record does not carry is zero: missing resolutions are `res::NONE`.
+    dst[n..].fill(0);
+    true
 }
 
 #[cfg(test)]

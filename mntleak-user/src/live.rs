@@ -11,11 +11,11 @@ use aya::{
     maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
-use mntleak_common::{LossInfo, RESOLVER_PROGRAMS};
+use mntleak_common::{self as wire, LossInfo, RESOLVER_PROGRAMS};
 
 use crate::{
     btf,
-    decode::{decode, wire_from_bytes},
+    decode::{decode, wire_fill},
     model::{Action, KStr, Record},
     uapi,
 };
@@ -104,6 +104,8 @@ pub struct Tracer {
     missing: Vec<String>,
     own_pid: u32,
     decode_errors: u64,
+    /// Each ring record is copied here, then decoded (boxed: 1.3 KiB).
+    raw: Box<wire::Event>,
     /// The aya-log reader, kept alive for the object's lifetime (boxed: its type names `log`).
     _logger: Option<Box<dyn std::any::Any + Send>>,
     // Owns the programs and their links; declared last so maps above drop first.
@@ -283,6 +285,8 @@ impl Tracer {
             missing,
             own_pid: std::process::id(),
             decode_errors: 0,
+            // SAFETY: integers and byte arrays only: all zero bytes are a valid `wire::Event`.
+            raw: Box::new(unsafe { std::mem::zeroed() }),
             _logger: logger,
             _ebpf: ebpf,
         })
@@ -311,16 +315,16 @@ impl Tracer {
             let Some(item) = self.ring.next() else {
                 break;
             };
-            let raw = wire_from_bytes(&item);
+            let whole = wire_fill(&item, &mut self.raw);
             drop(item);
-            let Some(raw) = raw else {
+            if !whole {
                 self.decode_errors += 1;
                 continue;
-            };
-            if raw.task.tgid == self.own_pid {
+            }
+            if self.raw.task.tgid == self.own_pid {
                 continue;
             }
-            match decode(&raw) {
+            match decode(&self.raw) {
                 Ok(mut ev) => {
                     ev.dir = resolve_dir(&ev.action, ev.task.tid);
                     out.push(Record::Event(ev));
