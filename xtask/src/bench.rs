@@ -23,10 +23,10 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Iterations of the mount/bind/unshare/umount/unlinkat loop per timed run.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     pub iterations: u64,
     /// Rounds of (untraced, mntleak, bpftrace), interleaved; the medians are compared.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 11)]
     pub rounds: u32,
     /// Aggregate event rates tried for the loss ceiling, ascending (events/s).
     #[arg(
@@ -530,9 +530,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         }
     };
     // Figures of the overhead part that go to the top level besides its own.
-    const OVERHEAD_ALSO: [(&str, &str); 3] = [
+    const OVERHEAD_ALSO: [(&str, &str); 6] = [
         ("overhead_ratio_bpftrace", "ratio_bpftrace"),
         ("added_overhead_vs_bpftrace", "added_overhead_vs_bpftrace"),
+        ("overhead_cpu_ratio_mntleak", "cpu_ratio_mntleak"),
+        ("overhead_cpu_ratio_bpftrace", "cpu_ratio_bpftrace"),
+        ("added_cpu_vs_bpftrace", "added_cpu_vs_bpftrace"),
         ("bpf_time_vs_bpftrace", "bpf_time_vs_bpftrace"),
     ];
     let mut overhead_also = Value::Null;
@@ -638,6 +641,21 @@ fn print_table(r: &Value) {
             "<= 0.5",
         ),
         (
+            "CPU overhead ratio, mntleak (loop's own CPU)",
+            "overhead_cpu_ratio_mntleak",
+            "-",
+        ),
+        (
+            "CPU overhead ratio, bpftrace",
+            "overhead_cpu_ratio_bpftrace",
+            "-",
+        ),
+        (
+            "added CPU, mntleak / bpftrace",
+            "added_cpu_vs_bpftrace",
+            "-",
+        ),
+        (
             "BPF time per syscall, mntleak / bpftrace",
             "bpf_time_vs_bpftrace",
             "-",
@@ -674,11 +692,14 @@ fn overhead(
     attach_ms: &mut Vec<f64>,
 ) -> anyhow::Result<Value> {
     let iters = args.iterations.to_string();
-    let run = |bins: &Bins| -> anyhow::Result<f64> {
-        num(
-            &load(bins, &["overhead", "--iterations", &iters])?,
-            "ns_per_iteration",
-        )
+    // (wall, CPU) ns per iteration. CPU is the loop's own (its BPF programs included): steadier
+    // than wall on a shared VM, but blind to a tracer competing for the other CPU.
+    let run = |bins: &Bins| -> anyhow::Result<(f64, f64)> {
+        let l = load(bins, &["overhead", "--iterations", &iters])?;
+        Ok((
+            num(&l, "ns_per_iteration")?,
+            num(&l, "cpu_ns_per_iteration")?,
+        ))
     };
     println!(
         "overhead: {} rounds of {} iterations (untraced, mntleak, bpftrace)",
@@ -706,11 +727,16 @@ fn overhead(
     };
     let (mut sys_plain, mut sys_mntleak, mut sys_bpf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut prog_mntleak, mut prog_bpf) = (Vec::new(), Vec::new());
+    // Each traced run is paired with an untraced run just before it: the machine drifts over a
+    // bench, and a ratio of neighbours cancels most of it.
     let (mut plain, mut mntleak, mut bpf) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain_b, mut ratios_m, mut ratios_b) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_ratios_m, mut cpu_ratios_b) = (Vec::new(), Vec::new());
     let (mut lost_mntleak, mut bt_lines) = (0u64, 0u64);
     for round in 0..args.rounds {
-        plain.push(run(bins)?);
         sys_plain.push(syscall_ns(bins)?);
+        let (u, u_cpu) = run(bins)?;
+        plain.push(u);
 
         let t = Traced::mntleak(
             bins,
@@ -718,31 +744,55 @@ fn overhead(
             dir.join("tmp/overhead-mntleak.out"),
         )?;
         attach_ms.push(t.attach.as_secs_f64() * 1e3);
-        mntleak.push(run(bins)?);
+        let (m, m_cpu) = run(bins)?;
+        mntleak.push(m);
+        ratios_m.push(m / u);
+        cpu_ratios_m.push(m_cpu / u_cpu);
         sys_mntleak.push(syscall_ns(bins)?);
         prog_mntleak.push(bpf_ns(bins, t.pid())?);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
 
+        let (u, u_cpu) = run(bins)?;
+        plain_b.push(u);
         let out = dir.join("tmp/overhead-bpftrace.out");
         let t = Traced::bpftrace(out.clone())?;
-        bpf.push(run(bins)?);
+        let (b, b_cpu) = run(bins)?;
+        bpf.push(b);
+        ratios_b.push(b / u);
+        cpu_ratios_b.push(b_cpu / u_cpu);
         sys_bpf.push(syscall_ns(bins)?);
         prog_bpf.push(bpf_ns(bins, t.pid())?);
         t.stop()?;
         bt_lines +=
             std::fs::read(&out).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64);
         println!(
-            "  round {}: untraced {:.1} µs/iter, mntleak {:.1}, bpftrace {:.1}",
+            "  round {}: mntleak {:.1} µs/iter against {:.1} untraced ({:.3}, CPU {:.3}); \
+             bpftrace {:.1} against {:.1} ({:.3}, CPU {:.3})",
             round + 1,
+            m / 1e3,
             plain[plain.len() - 1] / 1e3,
-            mntleak[mntleak.len() - 1] / 1e3,
-            bpf[bpf.len() - 1] / 1e3
+            ratios_m[ratios_m.len() - 1],
+            cpu_ratios_m[cpu_ratios_m.len() - 1],
+            b / 1e3,
+            u / 1e3,
+            ratios_b[ratios_b.len() - 1],
+            cpu_ratios_b[cpu_ratios_b.len() - 1],
         );
     }
-    let samples = json!({ "untraced_ns_per_iter": plain, "mntleak_ns_per_iter": mntleak, "bpftrace_ns_per_iter": bpf });
+    let samples = json!({
+        "untraced_ns_per_iter": plain, "mntleak_ns_per_iter": mntleak,
+        "untraced_before_bpftrace_ns_per_iter": plain_b, "bpftrace_ns_per_iter": bpf,
+        "ratios_mntleak": ratios_m, "ratios_bpftrace": ratios_b,
+        "cpu_ratios_mntleak": cpu_ratios_m, "cpu_ratios_bpftrace": cpu_ratios_b,
+    });
+    plain.extend(plain_b);
     let (p, m, b) = (median(&mut plain), median(&mut mntleak), median(&mut bpf));
-    let (rm, rb) = (m / p, b / p);
+    let (rm, rb) = (median(&mut ratios_m), median(&mut ratios_b));
+    let (cm, cb) = (median(&mut cpu_ratios_m), median(&mut cpu_ratios_b));
+    println!(
+        "  median paired ratio: mntleak {rm:.3} (CPU {cm:.3}), bpftrace {rb:.3} (CPU {cb:.3})"
+    );
     let (sp, sm, sb) = (
         median(&mut sys_plain),
         median(&mut sys_mntleak),
@@ -755,10 +805,14 @@ fn overhead(
         "iterations": args.iterations,
         "rounds": args.rounds,
         "median_ns_per_iter": { "untraced": p, "mntleak": m, "bpftrace": b },
+        // Medians of the per-round ratios traced / untraced (wall clock).
         "ratio_mntleak": (rm * 1e4).round() / 1e4,
         "ratio_bpftrace": (rb * 1e4).round() / 1e4,
+        "cpu_ratio_mntleak": (cm * 1e4).round() / 1e4,
+        "cpu_ratio_bpftrace": (cb * 1e4).round() / 1e4,
         // mntleak's added cost as a share of bpftrace's (target: at most 0.5).
-        "added_overhead_vs_bpftrace": if rb > 1.0 { json!(((rm - 1.0) / (rb - 1.0) * 1e3).round() / 1e3) } else { Value::Null },
+        "added_overhead_vs_bpftrace": added_share(rm, rb),
+        "added_cpu_vs_bpftrace": added_share(cm, cb),
         "syscall_ns": { "untraced": sp.round(), "mntleak": sm.round(), "bpftrace": sb.round() },
         "syscall_ratio_mntleak": (sm / sp * 1e3).round() / 1e3,
         "syscall_ratio_bpftrace": (sb / sp * 1e3).round() / 1e3,
@@ -768,6 +822,15 @@ fn overhead(
         "bpftrace_lines": bt_lines,
         "samples": samples,
     }))
+}
+
+/// (a − 1) / (b − 1): how much of b's added cost a adds; None when b added nothing.
+fn added_share(a: f64, b: f64) -> Value {
+    if b > 1.0 {
+        json!(((a - 1.0) / (b - 1.0) * 1e3).round() / 1e3)
+    } else {
+        Value::Null
+    }
 }
 
 /// 2. Paced load at increasing rates; the highest achieved rate with nothing lost.

@@ -1,6 +1,7 @@
 //! Workloads for `cargo xtask bench` and `cargo xtask soak` (not a test: nothing asserts on time).
 //!
 //! mntleak-load overhead --iterations N     mount/bind/fork+unshare/umount/unlinkat loop, timed
+//!                                          (wall and CPU time per iteration)
 //! mntleak-load churn --seconds S           the same loop for S seconds (soak, capture size)
 //! mntleak-load rate --workers W --rate R (--seconds S | --events N)
 //!                                          cheap traced syscalls at R events/s in total (0: flat out)
@@ -193,6 +194,7 @@ fn mount_loop(limit: Limit) -> anyhow::Result<serde_json::Value> {
     let (a, b) = (scratch.base.join("a"), scratch.base.join("b"));
     let file = a.join("f");
     let file_c = cstr(&file);
+    let cpu_start = cpu_ns();
     let start = Instant::now();
     let mut iterations = 0u64;
     loop {
@@ -231,12 +233,28 @@ fn mount_loop(limit: Limit) -> anyhow::Result<serde_json::Value> {
         iterations += 1;
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_ns() - cpu_start;
     drop(scratch);
     Ok(serde_json::json!({
         "iterations": iterations,
         "elapsed_ns": elapsed.as_nanos() as u64,
         "ns_per_iteration": elapsed.as_nanos() as u64 / iterations.max(1),
+        "cpu_ns_per_iteration": cpu / iterations.max(1),
     }))
+}
+
+/// CPU time (user + system) of this process and its reaped children, in ns. A traced syscall's
+/// BPF programs run in the caller's context, so they count here; a tracer busy on another CPU
+/// does not.
+fn cpu_ns() -> u64 {
+    let of = |who| {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        let t = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
+        t(ru.ru_utime) + t(ru.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
 /// `workers` threads making cheap traced syscalls that fail fast (umount2 of a directory that is
