@@ -214,6 +214,14 @@ impl Traced {
             .filter(|l| l.starts_with("tracepoint:"))
             .count();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // A previous run's file holds "ready" too, and bpftrace truncates it only once it has
+        // started: without this, the wait below could end before a single probe is attached.
+        match std::fs::remove_file(&stdout) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("remove {}", stdout.display()));
+            }
+            _ => {}
+        }
         let started = Instant::now();
         let child = Command::new("bpftrace")
             .arg("-o")
