@@ -1,6 +1,7 @@
 //! The decoded event stream: what every source (live, capture reader) produces and what the engine
 //! and the reports consume. One type per concept; no I/O here.
 
+use mntleak_common::EventKind;
 use serde::{Deserialize, Serialize};
 
 /// A string from the kernel or /proc: untrusted bytes, kept as lossy UTF-8 plus a truncation mark.
@@ -140,29 +141,43 @@ pub enum Action {
     Exit,
 }
 
-/// Every call's user-facing name, by [`Action::call_index`].
-pub const CALL_NAMES: [&str; 20] = [
-    "mount",
-    "umount2",
-    "unlink",
-    "unlinkat",
-    "rmdir",
-    "unshare",
-    "setns",
-    "clone",
-    "clone3",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "move_mount",
-    "open_tree",
-    "mount_setattr",
-    "pivot_root",
-    "chroot",
-    "fork",
-    "exec",
-    "exit",
-];
+/// Every call, by [`Action::call_index`].
+const CALL_KINDS: [EventKind; 20] = {
+    use EventKind::*;
+    [
+        Mount,
+        Umount,
+        Unlink,
+        Unlinkat,
+        Rmdir,
+        Unshare,
+        Setns,
+        Clone,
+        Clone3,
+        Fsopen,
+        Fsconfig,
+        Fsmount,
+        MoveMount,
+        OpenTree,
+        MountSetattr,
+        PivotRoot,
+        Chroot,
+        ProcessFork,
+        ProcessExec,
+        ProcessExit,
+    ]
+};
+
+/// Every call's user-facing name (the wire format's, spelled once), by [`Action::call_index`].
+pub const CALL_NAMES: [&str; CALL_KINDS.len()] = {
+    let mut names = [""; CALL_KINDS.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = CALL_KINDS[i].name();
+        i += 1;
+    }
+    names
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
