@@ -196,6 +196,35 @@ pub struct Event {
     pub res: [PathRes; 2],
 }
 
+impl Event {
+    /// The shortest ring record: everything before the strings.
+    pub const HEADER_LEN: usize = core::mem::offset_of!(Event, str0);
+
+    /// How much of the event a ring record carries: all of it when a path was resolved, else up
+    /// to the end of the last string present (8-aligned); the reader zero-fills the rest. Most
+    /// events carry one short path, so this is a fraction of the struct.
+    #[inline(always)]
+    pub fn wire_len(&self) -> usize {
+        if self.res[0].status != res::NONE || self.res[1].status != res::NONE {
+            return core::mem::size_of::<Event>();
+        }
+        let present = self.flags & flags::STR_PRESENT;
+        let end = if present & 0b100 != 0 {
+            core::mem::offset_of!(Event, str2) + self.str_len[2] as usize
+        } else if present & 0b010 != 0 {
+            core::mem::offset_of!(Event, str1) + self.str_len[1] as usize
+        } else if present & 0b001 != 0 {
+            core::mem::offset_of!(Event, str0) + self.str_len[0] as usize
+        } else {
+            Self::HEADER_LEN
+        };
+        let end = (end + 7) & !7;
+        // Also what keeps the length provably in bounds for the verifier.
+        let core = core::mem::offset_of!(Event, res);
+        if end > core { core } else { end }
+    }
+}
+
 /// Per-CPU count of events that could not be reserved in the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

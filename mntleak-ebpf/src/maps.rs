@@ -112,33 +112,20 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 /// than the whole event.
 const WAKEUP_BYTES: u64 = 1 << 20;
 
-/// Bytes of an event before its path resolutions: all that is sent when it has none, so that the
-/// common event costs the ring (and the reader) no more than before paths were resolved.
-const CORE: usize = core::mem::offset_of!(Event, res);
-
 /// Send an event; count it as lost if the ring buffer is full.
 #[inline(always)]
 pub fn emit(ev: &Event) {
-    let resolved = ev.res[0].status != 0 || ev.res[1].status != 0;
-    let size = if resolved {
-        core::mem::size_of::<Event>()
-    } else {
-        CORE
-    } as u64;
+    let size = ev.wire_len();
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
     let mark = core::cmp::min(EVENTS.query(BPF_RB_RING_SIZE) / 4, WAKEUP_BYTES);
-    let flags = if waiting < mark && waiting + size >= mark {
+    let flags = if waiting < mark && waiting + size as u64 >= mark {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    let sent = if resolved {
-        EVENTS.output::<Event>(ev, flags)
-    } else {
-        // SAFETY: the first CORE bytes of an Event, which is larger.
-        let core = unsafe { &*(ev as *const Event).cast::<[u8; CORE]>() };
-        EVENTS.output::<[u8; CORE]>(core, flags)
-    };
+    // SAFETY: wire_len() is at most size_of::<Event>().
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const Event).cast::<u8>(), size) };
+    let sent = EVENTS.output::<[u8]>(bytes, flags);
     if sent.is_err() {
         record_loss();
     }

@@ -233,20 +233,21 @@ pub fn decode(raw: &wire::Event) -> Result<Event, DecodeError> {
     })
 }
 
-/// Bytes of a record without path resolutions (the kernel sends only these when it has none).
-const CORE: usize = std::mem::offset_of!(wire::Event, res);
+/// The shortest record: the kernel sends an event up to its last string present (see
+/// `wire::Event::wire_len`), or whole when it carries a path resolution.
+const HEADER: usize = wire::Event::HEADER_LEN;
 
 /// Decodes an event from raw ring-buffer or capture bytes (any alignment).
 pub fn decode_bytes(bytes: &[u8]) -> Result<Event, DecodeError> {
     let raw = wire_from_bytes(bytes).ok_or(DecodeError::Short {
         got: bytes.len(),
-        want: CORE,
+        want: HEADER,
     })?;
     decode(&raw)
 }
 
-/// The wire struct from a ring-buffer record: a whole `wire::Event`, or its first bytes up to
-/// `res` (then no path was resolved); `None` if shorter.
+/// The wire struct from a ring-buffer record: a whole `wire::Event`, or its first bytes (the rest
+/// is zero: no resolution, empty strings); `None` if shorter than the header.
 pub fn wire_from_bytes(bytes: &[u8]) -> Option<wire::Event> {
     // SAFETY: integers and byte arrays only: all zero bytes are a valid `wire::Event`.
     let mut raw: wire::Event = unsafe { std::mem::zeroed() };
@@ -255,11 +256,11 @@ pub fn wire_from_bytes(bytes: &[u8]) -> Option<wire::Event> {
 
 /// [`wire_from_bytes`] over an existing `raw` (the live reader keeps one): one copy of the
 /// record's bytes, where building a new value copies the whole struct three times. False, and
-/// `raw` unspecified, if the record is shorter than `CORE`.
+/// `raw` unspecified, if the record is shorter than [`wire::Event::HEADER_LEN`].
 pub fn wire_fill(bytes: &[u8], raw: &mut wire::Event) -> bool {
     let size = std::mem::size_of::<wire::Event>();
     let n = bytes.len().min(size);
-    if n < CORE {
+    if n < HEADER {
         return false;
     }
     // SAFETY: `raw` is exactly `size` bytes, and every bit pattern is a valid `wire::Event`
@@ -391,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn records_without_resolutions_are_shorter() {
+    fn records_end_after_their_last_string() {
         let mut e = blank(EventKind::Umount);
         e.str_len[0] = put(&mut e.str0, b"/x");
         e.flags = 1;
@@ -402,10 +403,12 @@ mod tests {
                 std::mem::size_of::<wire::Event>(),
             )
         };
-        let short = decode_bytes(&bytes[..CORE]).unwrap();
+        let sent = e.wire_len();
+        assert_eq!(sent, HEADER + 8, "the header and \"/x\", 8-aligned");
+        let short = decode_bytes(&bytes[..sent]).unwrap();
         assert_eq!(short, decode(&e).unwrap());
         assert_eq!(short.resolved, [None, None]);
-        assert!(decode_bytes(&bytes[..CORE - 1]).is_err());
+        assert!(decode_bytes(&bytes[..HEADER - 1]).is_err());
     }
 
     #[test]
