@@ -62,45 +62,28 @@ pub fn offsets_valid() -> bool {
     off!(valid) != 0
 }
 
+/// Field at `base + off` by `bpf_probe_read_kernel`, for any address whatever its origin; None
+/// for a null `base` or an unreadable address.
 #[inline(always)]
 unsafe fn read_at<T: Copy>(base: u64, off: u32) -> Option<T> {
-    unsafe { Probe::read(base, off) }
-}
-
-/// How kernel struct fields are read.
-trait Reader {
-    /// Field at `base + off`; None for a null `base` or an unreadable address.
-    unsafe fn read<T: Copy>(base: u64, off: u32) -> Option<T>;
-}
-
-/// `bpf_probe_read_kernel`: any address, whatever its origin.
-struct Probe;
-
-impl Reader for Probe {
-    #[inline(always)]
-    unsafe fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
-        if base == 0 {
-            return None;
-        }
-        unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+    if base == 0 {
+        return None;
     }
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
-/// Plain loads through a BTF-typed pointer (`bpf_get_current_task_btf` and the pointers read
-/// from it). The verifier checks each offset against the kernel's BTF (the offsets are constants
-/// to it: they come from the frozen `.rodata`) and makes the load fault-safe: several times
-/// cheaper than a helper call, and every syscall event reads eight fields.
-struct Btf;
-
-impl Reader for Btf {
-    #[inline(always)]
-    unsafe fn read<T: Copy>(base: u64, off: u32) -> Option<T> {
-        if base == 0 {
-            return None;
-        }
-        // SAFETY: see above; a faulting load yields zero instead of trapping.
-        Some(unsafe { core::ptr::read_volatile((base + off as u64) as *const T) })
+/// [`read_at`] as a plain load, for `base` a BTF-typed pointer (`bpf_get_current_task_btf`, a
+/// tp_btf argument, a pointer read from either). The verifier checks each offset against the
+/// kernel's BTF (the offsets are constants to it: they come from the frozen `.rodata`) and makes
+/// the load fault-safe: several times cheaper than a helper call, and every syscall event reads
+/// eight fields.
+#[inline(always)]
+unsafe fn load_btf<T: Copy>(base: u64, off: u32) -> Option<T> {
+    if base == 0 {
+        return None;
     }
+    // SAFETY: see above; a faulting load yields zero instead of trapping.
+    Some(unsafe { core::ptr::read_volatile((base + off as u64) as *const T) })
 }
 
 /// Namespaces of `task`, a BTF-typed `task_struct *` (the current task, a tp_btf argument).
@@ -112,18 +95,18 @@ pub fn task_ns(task: u64) -> NsInfo {
         return ns;
     }
     unsafe {
-        let Some(nsproxy) = Btf::read::<u64>(task, off!(task_nsproxy)) else {
+        let Some(nsproxy) = load_btf::<u64>(task, off!(task_nsproxy)) else {
             return ns;
         };
-        if let Some(mnt) = Btf::read::<u64>(nsproxy, off!(nsproxy_mnt_ns)) {
-            ns.mnt_ns_inum = Btf::read::<u32>(mnt, off!(mnt_ns_inum)).unwrap_or(0);
+        if let Some(mnt) = load_btf::<u64>(nsproxy, off!(nsproxy_mnt_ns)) {
+            ns.mnt_ns_inum = load_btf::<u32>(mnt, off!(mnt_ns_inum)).unwrap_or(0);
             let id = off!(mnt_ns_id);
             if id != 0 {
-                ns.mnt_ns_id = Btf::read::<u64>(mnt, id).unwrap_or(0);
+                ns.mnt_ns_id = load_btf::<u64>(mnt, id).unwrap_or(0);
             }
         }
-        if let Some(net) = Btf::read::<u64>(nsproxy, off!(nsproxy_net_ns)) {
-            ns.net_ns_inum = Btf::read::<u32>(net, off!(net_ns_inum)).unwrap_or(0);
+        if let Some(net) = load_btf::<u64>(nsproxy, off!(nsproxy_net_ns)) {
+            ns.net_ns_inum = load_btf::<u32>(net, off!(net_ns_inum)).unwrap_or(0);
         }
     }
     ns
@@ -135,7 +118,7 @@ pub fn task_tgid(task: u64) -> u32 {
     if !offsets_valid() {
         return 0;
     }
-    unsafe { Btf::read::<u32>(task, off!(task_tgid)).unwrap_or(0) }
+    unsafe { load_btf::<u32>(task, off!(task_tgid)).unwrap_or(0) }
 }
 
 #[inline(always)]
@@ -158,7 +141,7 @@ pub fn fill_current(info: &mut TaskInfo) {
     info.tgid = (pid_tgid >> 32) as u32;
     info.tid = pid_tgid as u32;
     info.ppid = if offsets_valid() {
-        let parent = unsafe { Btf::read::<u64>(task, off!(task_real_parent)) }.unwrap_or(0);
+        let parent = unsafe { load_btf::<u64>(task, off!(task_real_parent)) }.unwrap_or(0);
         task_tgid(parent)
     } else {
         0
