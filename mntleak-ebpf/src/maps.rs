@@ -103,21 +103,23 @@ pub fn in_flight(key: u64) -> Option<&'static mut InFlight> {
 
 // bpf_ringbuf_query / bpf_ringbuf_output flags (include/uapi/linux/bpf.h).
 const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_RING_SIZE: u64 = 1;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
-/// Wake the reader when this much becomes waiting (capped at a quarter of the ring); below it the
-/// reader's own 50 ms tick drains. Only the event that crosses the mark wakes: a reader that is
-/// behind is awake already, and a wake-up is an inter-processor interrupt, which costs a VM more
-/// than the whole event.
-const WAKEUP_BYTES: u64 = 1 << 20;
+
+/// Wake the reader when this many bytes become waiting; below it the reader's own 50 ms tick
+/// drains. Only the event that crosses the mark wakes: a reader that is behind is awake already,
+/// and a wake-up is an inter-processor interrupt, which costs a VM more than the whole event.
+/// Set by the loader from the ring's size (`live::wakeup_mark`), so no event has to ask for it.
+#[unsafe(no_mangle)]
+static WAKEUP_MARK: u64 = 1 << 20;
 
 /// Send an event; count it as lost if the ring buffer is full.
 #[inline(always)]
 pub fn emit(ev: &Event) {
     let size = ev.wire_len();
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
-    let mark = core::cmp::min(EVENTS.query(BPF_RB_RING_SIZE) / 4, WAKEUP_BYTES);
+    // SAFETY: a read of a global; volatile so that the loader's value is the one used.
+    let mark = unsafe { core::ptr::read_volatile(&WAKEUP_MARK) };
     let flags = if waiting < mark && waiting + size as u64 >= mark {
         BPF_RB_FORCE_WAKEUP
     } else {

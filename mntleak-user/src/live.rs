@@ -112,6 +112,12 @@ pub struct Tracer {
     _ebpf: Ebpf,
 }
 
+/// Bytes waiting in the ring at which the kernel side wakes the reader (`WAKEUP_MARK`): 1 MiB, or
+/// a quarter of a smaller ring, so that it still wakes well before the ring is full.
+fn wakeup_mark(ring_bytes: u32) -> u64 {
+    (u64::from(ring_bytes) / 4).min(1 << 20)
+}
+
 fn mount_tracefs() -> Result<(), LiveError> {
     if Path::new(TRACEFS).join("events/syscalls").exists()
         || Path::new("/sys/kernel/debug/tracing/events/syscalls").exists()
@@ -191,6 +197,7 @@ impl Tracer {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", opts.ring_bytes)
             .override_global("OFFSETS", &offsets, true)
+            .override_global("WAKEUP_MARK", &wakeup_mark(opts.ring_bytes), true)
             .load(OBJECT)?;
         // The programs do not log today; a logger is kept if a future object does.
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
