@@ -355,10 +355,9 @@ fn summary_counts(summary: &Option<Value>) -> (Option<u64>, Option<u64>) {
 
 /// Per-program run time accounting (`BPF_ENABLE_STATS`), on while this is alive. The kernel
 /// turns it off when the fd closes, even if the bench dies.
-struct BpfStats(
-    #[allow(dead_code)] // held, never read: the open fd is the switch
-    std::os::fd::OwnedFd,
-);
+struct BpfStats {
+    _switch: std::os::fd::OwnedFd,
+}
 
 impl BpfStats {
     fn enable() -> anyhow::Result<Self> {
@@ -378,9 +377,9 @@ impl BpfStats {
             bail!("BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
         }
         // SAFETY: a new fd that nothing else owns.
-        Ok(Self(unsafe {
-            std::os::fd::FromRawFd::from_raw_fd(fd as i32)
-        }))
+        Ok(Self {
+            _switch: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) },
+        })
     }
 }
 
