@@ -177,8 +177,8 @@ impl NamespaceWatcher {
     }
 
     /// A `NamespaceMounts` record when `ev` shows a namespace not seen before, stamped with
-    /// `now_ns()` (called only then: most events need no read, and a clock read per event shows).
-    pub fn observe(&mut self, ev: &model::Event, now_ns: impl FnOnce() -> u64) -> Option<Record> {
+    /// `clock()` (called only then: most events need no read, and a clock read per event shows).
+    pub fn observe(&mut self, ev: &model::Event, clock: impl Fn() -> u64) -> Option<Record> {
         // The process that is inside the new namespace, for the /proc fallback.
         let member = match ev.action {
             Action::Fork { child } => child,
@@ -193,19 +193,19 @@ impl NamespaceWatcher {
             self.seen.insert(ns.id);
             self.maybe_prune();
             // One read per event; a second new namespace is caught by a later event.
-            return read_ns(ns, Some(pid), now_ns());
+            return read_ns(ns, Some(pid), clock);
         }
         None
     }
 
     /// Re-read a namespace, e.g. after a mount whose target the engine cannot place by path
     /// (runc's `/proc/self/fd/N` targets).
-    pub fn refresh(&mut self, ns: MntNs, now_ns: u64) -> Option<Record> {
+    pub fn refresh(&mut self, ns: MntNs, clock: impl Fn() -> u64) -> Option<Record> {
         if ns.id == 0 {
             return None;
         }
         self.seen.insert(ns.id);
-        read_ns(ns, None, now_ns)
+        read_ns(ns, None, clock)
     }
 
     /// Forget namespaces that no longer exist, so the set stays the size of the live system.
@@ -221,7 +221,9 @@ impl NamespaceWatcher {
     }
 }
 
-fn read_ns(ns: MntNs, pid: Option<u32>, now_ns: u64) -> Option<Record> {
+/// Reads `ns`'s mounts, stamped with `clock()` before and after the read.
+fn read_ns(ns: MntNs, pid: Option<u32>, clock: impl Fn() -> u64) -> Option<Record> {
+    let ts_ns = clock();
     let mounts = if mountapi::listmount_supported() {
         mountapi::namespace_mounts(ns.id)
     } else {
@@ -236,7 +238,8 @@ fn read_ns(ns: MntNs, pid: Option<u32>, now_ns: u64) -> Option<Record> {
     };
     match mounts {
         Ok(mounts) => Some(Record::NamespaceMounts {
-            ts_ns: now_ns,
+            ts_ns,
+            read_end_ns: clock().max(ts_ns),
             ns,
             mounts,
         }),

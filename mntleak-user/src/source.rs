@@ -55,7 +55,7 @@ impl LiveSource {
         for rec in self.events.drain(..) {
             let fact = match &rec {
                 Record::Event(ev) if needs_kernel_view(ev) => {
-                    self.watcher.refresh(ev.task.mnt_ns, monotonic_ns())
+                    self.watcher.refresh(ev.task.mnt_ns, monotonic_ns)
                 }
                 Record::Event(ev) => self.watcher.observe(ev, monotonic_ns),
                 _ => None,

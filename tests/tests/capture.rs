@@ -255,11 +255,13 @@ fn every_record() -> Vec<Record> {
     });
     recs.push(Record::NamespaceMounts {
         ts_ns: 77,
+        read_end_ns: 1_000_077,
         ns: NS_C,
         mounts: mounts(),
     });
     recs.push(Record::NamespaceMounts {
         ts_ns: 78,
+        read_end_ns: 78,
         ns: NS_C,
         mounts: vec![],
     });
@@ -900,6 +902,7 @@ fn a_small_frame_cannot_expand_without_bound() {
     };
     let rec = Record::NamespaceMounts {
         ts_ns: 1,
+        read_end_ns: 1,
         ns: MntNs { id: 1, inum: 1 },
         mounts: vec![m],
     };
@@ -907,7 +910,12 @@ fn a_small_frame_cannot_expand_without_bound() {
     let (start, end) = *frame_spans(&d).last().unwrap();
     let payload = d[start + 2..end - 4].to_vec(); // 1-byte length, type
     assert_eq!(&payload[..4], &[1, 1, 1, 1], "ts, ns id, ns inum, count");
-    let one = &payload[4..];
+    assert_eq!(
+        payload.last(),
+        Some(&0),
+        "the read's duration ends the record"
+    );
+    let one = &payload[4..payload.len() - 1];
     let n = 4000u64;
     let mut body = vec![13u8, 1, 1, 1]; // type NamespaceMounts, ts, ns
     let mut v = n;
@@ -919,6 +927,7 @@ fn a_small_frame_cannot_expand_without_bound() {
     for _ in 0..n {
         body.extend_from_slice(one);
     }
+    body.push(0);
     d.truncate(start);
     let mut v = body.len() as u64;
     while v >= 0x80 {

@@ -74,6 +74,12 @@ impl Drop for Capture {
             let keep = format!("/tmp/mntleak-scenario-{}.mntcap", self.name);
             if std::fs::copy(&self.path, &keep).is_ok() {
                 eprintln!("capture kept: {keep} (mntleak-trace replay --json {keep})");
+                // CI machines are gone after the run: the last events (the scenario's final
+                // calls) in the log are what a flaky failure can be diagnosed from.
+                let replay = run_tracer(&["replay", &keep]);
+                let lines: Vec<&str> = replay.stdout.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                eprintln!("last events of the capture:\n{}", tail.join("\n"));
             }
         }
     }
@@ -204,8 +210,9 @@ fn the_leak(out: &TraceOutput, needle: &str, into: u64) -> Value {
         .collect();
     assert!(
         !mine.is_empty(),
-        "no leak of {needle} into mnt ns {into}; leaks on it: {all:#?}\nall findings: {:#?}\nstderr: {}",
+        "no leak of {needle} into mnt ns {into}; leaks on it: {all:#?}\nall findings: {:#?}\nsummary: {:?}\nstderr: {}",
         out.findings(),
+        out.json().into_iter().find(|v| v["kind"] == "summary"),
         out.stderr
     );
     // A finding may be re-emitted as it changes (same id): the last word counts.

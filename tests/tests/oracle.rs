@@ -124,8 +124,13 @@ fn debug_record(w: &World, r: &mntleak::model::Record) {
                 e.ret
             )
         }
-        Record::NamespaceMounts { ts_ns, ns, mounts } if ours(ns.id) => {
-            eprintln!("  fact {ts_ns} ns {}", ns.id);
+        Record::NamespaceMounts {
+            ts_ns,
+            read_end_ns,
+            ns,
+            mounts,
+        } if ours(ns.id) => {
+            eprintln!("  fact {ts_ns}..{read_end_ns} ns {}", ns.id);
             for m in mounts
                 .iter()
                 .filter(|m| w.under_root(m.mountpoint.as_str()))

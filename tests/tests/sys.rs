@@ -174,15 +174,22 @@ fn watcher_reads_a_new_namespace_once() {
         dir: None,
         resolved: [None, None],
     };
+    // A clock that ticks per read: the record is stamped before and after the listing.
+    let tick = std::cell::Cell::new(6);
+    let clock = || {
+        tick.set(tick.get() + 1);
+        tick.get()
+    };
     let Some(Record::NamespaceMounts {
         ts_ns,
+        read_end_ns,
         ns: got,
         mounts,
-    }) = w.observe(&ev, || 7)
+    }) = w.observe(&ev, clock)
     else {
         panic!("no NamespaceMounts for a new namespace");
     };
-    assert_eq!((ts_ns, got), (7, ns));
+    assert_eq!((ts_ns, read_end_ns, got), (7, 8, ns));
     let a = format!("{dir}/a");
     assert!(
         mounts
@@ -200,7 +207,7 @@ fn watcher_reads_a_new_namespace_once() {
     };
     assert_eq!(w.observe(&exec, || 9), None);
     assert!(matches!(
-        w.refresh(ns, 10),
+        w.refresh(ns, || 10),
         Some(Record::NamespaceMounts { .. })
     ));
     drop(k);

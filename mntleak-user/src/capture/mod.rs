@@ -495,6 +495,7 @@ impl Source {
         }
         let h = wire::decode_header_body(&self.buf[PREFIX_LEN..end], version)
             .map_err(|e| self.corrupt(PREFIX_LEN as u64, format!("header: {e}")))?;
+        self.dec.set_version(version);
         self.pos = end + 4;
         Ok(h)
     }

@@ -19,7 +19,9 @@ pub const MAGIC: [u8; 8] = *b"MNTLEAK\0";
 /// of the prefix it shares with the previous resolved path plus the rest (runc's are long and
 /// unique, but share the container's rootfs prefix); version 1 files never set them, so they read
 /// unchanged.
-pub const FORMAT_VERSION: u16 = 2;
+/// 3: a namespace listing ends with how long its read took (varint ns; see
+/// `Record::NamespaceMounts`); older files read as an instant read.
+pub const FORMAT_VERSION: u16 = 3;
 /// A frame larger than this is corruption (a snapshot of 100k mounts is a few MiB).
 pub const MAX_FRAME: usize = 16 << 20;
 /// What one frame may decode to (strings are shared in the file but copied out per record, so a
@@ -314,10 +316,16 @@ impl Encoder {
                 put_varint(&mut p, *last_ts_ns);
                 T_LOST
             }
-            Record::NamespaceMounts { ts_ns, ns, mounts } => {
+            Record::NamespaceMounts {
+                ts_ns,
+                read_end_ns,
+                ns,
+                mounts,
+            } => {
                 put_varint(&mut p, *ts_ns);
                 ns_put(&mut p, *ns);
                 self.mounts(mounts, &mut p, out);
+                put_varint(&mut p, read_end_ns.saturating_sub(*ts_ns));
                 T_NSMOUNTS
             }
             Record::Container(c) => {
@@ -627,6 +635,8 @@ pub struct Decoder {
     /// String buffers of the previous record, reused for the next one: replay decodes millions
     /// of records and would otherwise allocate and free each of their strings.
     pool: Vec<String>,
+    /// The file's format version (frames of older versions lack later fields).
+    version: u16,
 }
 
 /// Buffers kept for reuse at most, and the largest kept (a snapshot's strings are not worth it).
@@ -645,6 +655,10 @@ fn pooled(pool: &mut Vec<String>, s: &str) -> String {
 }
 
 impl Decoder {
+    pub fn set_version(&mut self, version: u16) {
+        self.version = version;
+    }
+
     pub fn reset(&mut self) {
         self.strings.clear();
         self.tasks.clear();
@@ -828,11 +842,18 @@ impl Decoder {
                 first_ts_ns: c.varint()?,
                 last_ts_ns: c.varint()?,
             },
-            T_NSMOUNTS => Record::NamespaceMounts {
-                ts_ns: c.varint()?,
-                ns: ns_get(&mut c)?,
-                mounts: self.mounts(&mut c)?,
-            },
+            T_NSMOUNTS => {
+                let ts_ns = c.varint()?;
+                let ns = ns_get(&mut c)?;
+                let mounts = self.mounts(&mut c)?;
+                let took = if self.version >= 3 { c.varint()? } else { 0 };
+                Record::NamespaceMounts {
+                    ts_ns,
+                    read_end_ns: ts_ns.saturating_add(took),
+                    ns,
+                    mounts,
+                }
+            }
             T_SNAPSHOT => Record::Snapshot(self.snapshot(&mut c)?),
             T_CONTAINER => {
                 let info: ContainerInfo = serde_json::from_slice(c.rest()).map_err(|e| {

@@ -118,7 +118,9 @@ pub struct Engine {
     recent_symptoms: VecDeque<verdict::RecentFailure>,
     /// Kernel facts waiting for the event stream to reach their read time (the ring buffer
     /// delivers events older than a fact after it).
-    pending_facts: VecDeque<(u64, crate::model::MntNs, Vec<crate::model::MountInfo>)>,
+    pending_facts: VecDeque<PendingFact>,
+    /// The time of the event being applied, for [`Ns::changed_at`] (facts do not set it).
+    event_ts: Option<u64>,
     /// The namespace of the record just applied when it was an event placed by paths the kernel
     /// resolved (see [`crate::model::Event::placed_by_kernel_paths`]).
     placed_in: Option<u64>,
@@ -132,6 +134,14 @@ pub struct Engine {
 
 /// Facts held back at most; beyond, the oldest is applied.
 const MAX_PENDING_FACTS: usize = 64;
+
+/// A kernel fact held until the stream passes the end of its read.
+struct PendingFact {
+    ts_ns: u64,
+    read_end_ns: u64,
+    ns: crate::model::MntNs,
+    mounts: Vec<crate::model::MountInfo>,
+}
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
@@ -169,6 +179,7 @@ impl Engine {
             resolved: VecDeque::new(),
             recent_symptoms: VecDeque::new(),
             pending_facts: VecDeque::new(),
+            event_ts: None,
             placed_in: None,
             recently_dead: VecDeque::new(),
             recently_dead_set: HashSet::default(),
@@ -185,16 +196,19 @@ impl Engine {
             Record::Event(e) => {
                 self.stats.events += 1;
                 self.now = self.now.max(e.task.ts_ns);
+                // The source reads facts one after another: their read ends come in order.
                 while self
                     .pending_facts
                     .front()
-                    .is_some_and(|f| f.0 <= e.task.ts_ns)
+                    .is_some_and(|f| f.read_end_ns <= e.task.ts_ns)
                 {
-                    if let Some((_, ns, mounts)) = self.pending_facts.pop_front() {
-                        self.apply_fact(ns, &mounts);
+                    if let Some(f) = self.pending_facts.pop_front() {
+                        self.apply_pending_fact(f);
                     }
                 }
+                self.event_ts = Some(e.task.ts_ns);
                 self.apply_event(e);
+                self.event_ts = None;
                 if e.placed_by_kernel_paths() {
                     self.placed_in = Some(e.task.mnt_ns.id);
                 }
@@ -207,13 +221,23 @@ impl Engine {
             Record::NamespaceMounts { ns, .. }
                 if placed_in == Some(ns.id)
                     && self.ns.get(&ns.id).is_some_and(|n| n.mounts > 0) => {}
-            Record::NamespaceMounts { ts_ns, ns, mounts } => {
+            Record::NamespaceMounts {
+                ts_ns,
+                read_end_ns,
+                ns,
+                mounts,
+            } => {
                 // Read after the events before it in the stream, and often after some that
-                // follow it: applied when the stream reaches its time.
-                self.pending_facts.push_back((*ts_ns, *ns, mounts.clone()));
+                // follow it: applied when the stream passes the end of its read.
+                self.pending_facts.push_back(PendingFact {
+                    ts_ns: *ts_ns,
+                    read_end_ns: *read_end_ns,
+                    ns: *ns,
+                    mounts: mounts.clone(),
+                });
                 while self.pending_facts.len() > MAX_PENDING_FACTS {
-                    if let Some((_, ns, mounts)) = self.pending_facts.pop_front() {
-                        self.apply_fact(ns, &mounts);
+                    if let Some(f) = self.pending_facts.pop_front() {
+                        self.apply_pending_fact(f);
                     }
                 }
             }
@@ -242,8 +266,8 @@ impl Engine {
 
     /// End of stream: every leak (open and resolved) and the at-risk copies still alive.
     pub fn finish(&mut self) -> Vec<Finding> {
-        while let Some((_, ns, mounts)) = self.pending_facts.pop_front() {
-            self.apply_fact(ns, &mounts);
+        while let Some(f) = self.pending_facts.pop_front() {
+            self.apply_pending_fact(f);
         }
         self.check_at_risk();
         self.out.clear();

@@ -244,7 +244,19 @@ impl Engine {
     /// A kernel fact about one namespace: adopt kernel ids and propagation for the mounts the
     /// model has, add what it lacks (linked to what they copy), and drop model mounts only where
     /// the kernel's listing would have shown them (under a mount it lists).
-    pub(super) fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo]) {
+    /// A fact whose read overlapped an event that changed the namespace may show either side of
+    /// that event: then only the kernel ids of the mounts it matches are taken (adding what it
+    /// lists or dropping what it lacks could undo or repeat the event).
+    pub(super) fn apply_pending_fact(&mut self, f: super::PendingFact) {
+        let blurred = self
+            .ns
+            .get(&f.ns.id)
+            .and_then(|n| n.changed_at)
+            .is_some_and(|t| t > f.ts_ns);
+        self.apply_fact(f.ns, &f.mounts, blurred);
+    }
+
+    fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo], blurred: bool) {
         if self.recently_dead_set.contains(&ns.id) {
             return;
         }
@@ -288,9 +300,12 @@ impl Engine {
                 let fs = self.m(k).fs;
                 self.dev_fs.insert(dev, fs);
             }
-            if self.adopt_propagation(k, &mi.propagation) {
+            if !blurred && self.adopt_propagation(k, &mi.propagation) {
                 changed.push(k);
             }
+        }
+        if blurred {
+            return;
         }
         // Gone: a model mount the kernel would have listed (its parent is listed) but did not.
         let gone: Vec<MKey> = self
@@ -1091,6 +1106,7 @@ impl Engine {
             .entry(mp)
             .or_default()
             .push(k);
+        self.note_change(ns);
     }
 
     /// MS_MOVE / move_mount of an attached mount: re-path its subtree, then propagate it.

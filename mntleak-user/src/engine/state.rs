@@ -151,6 +151,9 @@ pub(super) struct Ns {
     pub setup_ended_ts: Option<u64>,
     /// Mounts whose at-risk check waits for the runtime setup to end.
     pub deferred: Vec<MKey>,
+    /// When an event last changed this namespace's mounts (added, removed, moved one, or changed
+    /// its propagation): a kernel fact read across that moment may show either side of it.
+    pub changed_at: Option<u64>,
     /// Command names seen acting in this namespace (bounded): who may have made its mounts
     /// when they predate the capture.
     pub comms: HashSet<String>,
@@ -369,6 +372,7 @@ impl Engine {
             .or_default()
             .push(key);
         ns.mounts += 1;
+        ns.changed_at = self.event_ts.or(ns.changed_at);
         if m.parent.is_none() && ns.root.is_none() {
             ns.root = Some(key);
         }
@@ -439,6 +443,7 @@ impl Engine {
             if ns.root == Some(k) {
                 ns.root = None;
             }
+            ns.changed_at = self.event_ts.or(ns.changed_at);
         }
         self.on_mount_gone(k, &m, cause);
     }
@@ -567,6 +572,7 @@ impl Engine {
     pub(super) fn change_propagation(&mut self, k: MKey, flags: u64, rec: bool, ev: &Ev) {
         use crate::uapi::*;
         let keys = if rec { self.subtree(k) } else { vec![k] };
+        self.note_change(self.m(k).ns);
         for x in keys {
             if flags & MS_SHARED != 0 {
                 self.make_shared(x);
@@ -935,6 +941,17 @@ impl Engine {
         let m = self.mm(e);
         m.parent = Some(p);
         m.dentry = nd;
+        let ns = m.ns;
+        self.note_change(ns);
+    }
+
+    /// Records that the event being applied changed `ns`'s mounts (see [`Ns::changed_at`]).
+    pub(super) fn note_change(&mut self, ns: u64) {
+        if let Some(t) = self.event_ts
+            && let Some(n) = self.ns.get_mut(&ns)
+        {
+            n.changed_at = Some(t);
+        }
     }
 
     /// Every mount that receives propagation from `p` (peers and slaves, transitively).

@@ -878,6 +878,7 @@ fn a_fact_read_as_the_namespace_dies_does_not_resurrect_it() {
         s.ts += 10;
         s.out.extend(s.eng.apply(&Record::NamespaceMounts {
             ts_ns: s.ts,
+            read_end_ns: s.ts,
             ns: ns(n),
             mounts: vec![mi(
                 900,
@@ -1057,6 +1058,7 @@ impl S {
     fn fact(&mut self, ns_id: u64, mounts: Vec<MountInfo>) -> Vec<Finding> {
         let f = self.eng.apply(&Record::NamespaceMounts {
             ts_ns: self.ts,
+            read_end_ns: self.ts,
             ns: ns(ns_id),
             mounts,
         });
@@ -1655,4 +1657,82 @@ fn a_pinned_netns_copy_stays_a_leak_at_its_pin() {
         .unwrap_or_else(|| panic!("{f:#?}"));
     assert!(now.resolved.is_none(), "{now:#?}");
     assert_eq!(now.mount.path_in_ns, "/pin", "{now:#?}");
+}
+
+/// A pod (ns 40) whose copy of the host's `/run/netns/cni-x` is private, and a kernel fact of
+/// the pod read from `from` to `until` that no longer lists the copy.
+fn pod_with_private_netns_copy(from: u64, until: u64) -> S {
+    let netns = "/run/netns/cni-x";
+    let nsfs = (0, 4);
+    let mut s = S::with_mounts(vec![mi(
+        4,
+        2,
+        netns,
+        "net:[4026532000]",
+        "nsfs",
+        "nsfs",
+        nsfs,
+        Some(4),
+        None,
+    )]);
+    s.fork(1, "runc", HOST, 600);
+    s.unshare(600, "runc", HOST, 40);
+    s.mount(600, "runc", 40, "none", "/", "", MS_REC | MS_PRIVATE);
+    assert!(s.has(40, netns));
+    let listing = vec![
+        mi(101, 1, "/", "/", "ext4", "/dev/sda1", (8, 1), None, None),
+        mi(102, 101, "/run", "/", "tmpfs", "tmpfs", (0, 25), None, None),
+        mi(103, 101, "/proc", "/", "proc", "proc", (0, 22), None, None),
+    ];
+    s.out.extend(s.eng.apply(&Record::NamespaceMounts {
+        ts_ns: from,
+        read_end_ns: until,
+        ns: ns(40),
+        mounts: listing,
+    }));
+    s
+}
+
+/// A starved tracer's read of the pod's mounts finished after the host's `ip netns del` and no
+/// longer lists the pod's copy. The umount2, made while the read ran, must still find the copy and
+/// report the leak (and the unlink, 3.18+, resolve it) rather than find it already gone; and the
+/// fact, blurred by those calls, must not undo a mount the pod made meanwhile.
+#[test]
+fn a_slow_fact_does_not_preempt_calls_made_while_it_was_read() {
+    let netns = "/run/netns/cni-x";
+    let t0 = 131;
+    let mut s = pod_with_private_netns_copy(t0, t0 + 60);
+    let f = s.umount(1, "ip", HOST, netns, MNT_DETACH, 0);
+    let leak = f
+        .iter()
+        .find(|f| f.kind == FindingKind::Leak && f.into_mnt_ns_id == 40)
+        .unwrap_or_else(|| panic!("no leak into the pod: {f:#?}"));
+    assert_eq!(leak.reason_code, "private_copy", "{leak:#?}");
+    let f = s.unlink(1, "ip", HOST, netns, false, 0);
+    assert!(
+        f.iter()
+            .any(|f| f.kind == FindingKind::Leak && f.resolved.is_some()),
+        "the unlink detaches the copy: {f:#?}"
+    );
+    s.mount(600, "sh", 40, "tmpfs", "/pin", "tmpfs", 0);
+    for child in 700..704 {
+        s.fork(1, "systemd", HOST, child);
+    }
+    assert!(s.ts > t0 + 60, "the read is over");
+    assert!(!s.has(40, netns));
+    assert!(s.has(40, "/pin"), "{:#?}", s.eng.mount_table(40));
+}
+
+/// The same fact with nothing happening while it was read: the copy it does not list is dropped
+/// once the stream passes the read's end, not before, and without a finding.
+#[test]
+fn a_mount_a_fact_does_not_list_goes_once_the_read_is_over() {
+    let netns = "/run/netns/cni-x";
+    let t0 = 131;
+    let mut s = pod_with_private_netns_copy(t0, t0 + 15);
+    s.fork(1, "systemd", HOST, 700);
+    assert!(s.has(40, netns), "dropped before the read ended");
+    s.fork(1, "systemd", HOST, 701);
+    assert!(!s.has(40, netns), "still there after the read ended");
+    assert!(s.eng.finish().iter().all(|f| f.kind != FindingKind::Leak));
 }

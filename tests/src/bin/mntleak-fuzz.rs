@@ -230,6 +230,7 @@ fn generated_seeds() -> Vec<(String, Vec<u8>)> {
     });
     all.push(Record::NamespaceMounts {
         ts_ns: 99,
+        read_end_ns: 140,
         ns,
         mounts: vec![mount],
     });
