@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::Engine;
 use super::paths::{basename, join, resolve, strip};
 use super::state::{
-    Cause, CloneMode, Detail, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, count_name, nsfs_mnt_inum,
+    Cause, Change, CloneMode, Detail, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, count_name,
+    nsfs_mnt_inum,
 };
 use crate::model::{Action, Event, MntNs, MountInfo, Snapshot};
 use crate::uapi::*;
@@ -244,19 +245,29 @@ impl Engine {
     /// A kernel fact about one namespace: adopt kernel ids and propagation for the mounts the
     /// model has, add what it lacks (linked to what they copy), and drop model mounts only where
     /// the kernel's listing would have shown them (under a mount it lists).
-    /// A fact whose read overlapped an event that changed the namespace may show either side of
-    /// that event: then only the kernel ids of the mounts it matches are taken (adding what it
-    /// lists or dropping what it lacks could undo or repeat the event).
+    /// A fact is applied once every event before the end of its read has been; the listing
+    /// itself may predate those made while it was read. So it adds what the model lacks only if
+    /// no mount went away meanwhile (it would come back), drops what it does not list only if
+    /// none was added (the listing may not show it yet), and sets propagation only if none
+    /// changed. Kernel ids are always taken.
     pub(super) fn apply_pending_fact(&mut self, f: super::PendingFact) {
-        let blurred = self
-            .ns
-            .get(&f.ns.id)
-            .and_then(|n| n.changed_at)
-            .is_some_and(|t| t > f.ts_ns);
-        self.apply_fact(f.ns, &f.mounts, blurred);
+        let during_read = |t: Option<u64>| t.is_some_and(|t| t > f.ts_ns);
+        let trust = match self.ns.get(&f.ns.id) {
+            Some(n) => FactTrust {
+                add: !during_read(n.removed_at),
+                drop: !during_read(n.added_at),
+                propagation: !during_read(n.propagation_at),
+            },
+            None => FactTrust {
+                add: true,
+                drop: true,
+                propagation: true,
+            },
+        };
+        self.apply_fact(f.ns, &f.mounts, trust);
     }
 
-    fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo], blurred: bool) {
+    fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo], trust: FactTrust) {
         if self.recently_dead_set.contains(&ns.id) {
             return;
         }
@@ -300,12 +311,9 @@ impl Engine {
                 let fs = self.m(k).fs;
                 self.dev_fs.insert(dev, fs);
             }
-            if !blurred && self.adopt_propagation(k, &mi.propagation) {
+            if trust.propagation && self.adopt_propagation(k, &mi.propagation) {
                 changed.push(k);
             }
-        }
-        if blurred {
-            return;
         }
         // Gone: a model mount the kernel would have listed (its parent is listed) but did not.
         let gone: Vec<MKey> = self
@@ -315,13 +323,15 @@ impl Engine {
             .filter(|&k| self.m(k).parent.is_some_and(|p| matched.contains_key(&p)))
             .collect();
         for k in gone {
-            if self.alive(k) {
+            if trust.drop && self.alive(k) {
                 self.remove_subtree(k, &Cause::Fact);
             }
         }
         self.mark_cut(&changed, prop_ev.as_ref());
-        let added = self.insert_kernel_mounts(ns.id, &missing, &mut fams, Some(&ctx));
-        self.mark_cut(&added, prop_ev.as_ref());
+        if trust.add {
+            let added = self.insert_kernel_mounts(ns.id, &missing, &mut fams, Some(&ctx));
+            self.mark_cut(&added, prop_ev.as_ref());
+        }
     }
 
     /// The model mount a fact's mount is: same place, same filesystem object.
@@ -1106,7 +1116,7 @@ impl Engine {
             .entry(mp)
             .or_default()
             .push(k);
-        self.note_change(ns);
+        self.note_change(ns, Change::Move);
     }
 
     /// MS_MOVE / move_mount of an attached mount: re-path its subtree, then propagate it.
@@ -1310,6 +1320,14 @@ fn note_comm(n: &mut Ns, comm: &str) {
     if n.comms.len() < 32 && !comm.is_empty() && !n.comms.contains(comm) {
         n.comms.insert(comm.to_string());
     }
+}
+
+/// What a kernel fact may change in the model (see `apply_pending_fact`).
+#[derive(Clone, Copy)]
+struct FactTrust {
+    add: bool,
+    drop: bool,
+    propagation: bool,
 }
 
 /// What a kernel fact's new mounts descend from.

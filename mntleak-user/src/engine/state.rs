@@ -151,9 +151,11 @@ pub(super) struct Ns {
     pub setup_ended_ts: Option<u64>,
     /// Mounts whose at-risk check waits for the runtime setup to end.
     pub deferred: Vec<MKey>,
-    /// When an event last changed this namespace's mounts (added, removed, moved one, or changed
-    /// its propagation): a kernel fact read across that moment may show either side of it.
-    pub changed_at: Option<u64>,
+    /// When an event last added, removed (a move is both) or changed the propagation of a mount
+    /// here: a kernel fact read across such a moment may show either side of it.
+    pub added_at: Option<u64>,
+    pub removed_at: Option<u64>,
+    pub propagation_at: Option<u64>,
     /// Command names seen acting in this namespace (bounded): who may have made its mounts
     /// when they predate the capture.
     pub comms: HashSet<String>,
@@ -214,6 +216,14 @@ pub(super) enum CloneMode {
     Keep,
     /// CL_SHARED_TO_SLAVE (namespace copy across a user namespace).
     SharedToSlave,
+}
+
+/// A change to a namespace's mounts besides an insertion or removal (see [`Ns::added_at`]).
+#[derive(Clone, Copy)]
+pub(super) enum Change {
+    /// A mount moved: what a listing shows there may be from before or after.
+    Move,
+    Propagation,
 }
 
 /// Why a mount went away, for resolutions.
@@ -372,7 +382,7 @@ impl Engine {
             .or_default()
             .push(key);
         ns.mounts += 1;
-        ns.changed_at = self.event_ts.or(ns.changed_at);
+        ns.added_at = self.event_ts.or(ns.added_at);
         if m.parent.is_none() && ns.root.is_none() {
             ns.root = Some(key);
         }
@@ -443,7 +453,7 @@ impl Engine {
             if ns.root == Some(k) {
                 ns.root = None;
             }
-            ns.changed_at = self.event_ts.or(ns.changed_at);
+            ns.removed_at = self.event_ts.or(ns.removed_at);
         }
         self.on_mount_gone(k, &m, cause);
     }
@@ -572,7 +582,7 @@ impl Engine {
     pub(super) fn change_propagation(&mut self, k: MKey, flags: u64, rec: bool, ev: &Ev) {
         use crate::uapi::*;
         let keys = if rec { self.subtree(k) } else { vec![k] };
-        self.note_change(self.m(k).ns);
+        self.note_change(self.m(k).ns, Change::Propagation);
         for x in keys {
             if flags & MS_SHARED != 0 {
                 self.make_shared(x);
@@ -942,15 +952,21 @@ impl Engine {
         m.parent = Some(p);
         m.dentry = nd;
         let ns = m.ns;
-        self.note_change(ns);
+        self.note_change(ns, Change::Move);
     }
 
-    /// Records that the event being applied changed `ns`'s mounts (see [`Ns::changed_at`]).
-    pub(super) fn note_change(&mut self, ns: u64) {
+    /// Records that the event being applied changed `ns`'s mounts (see [`Ns::added_at`]).
+    pub(super) fn note_change(&mut self, ns: u64, change: Change) {
         if let Some(t) = self.event_ts
             && let Some(n) = self.ns.get_mut(&ns)
         {
-            n.changed_at = Some(t);
+            match change {
+                Change::Move => {
+                    n.added_at = Some(t);
+                    n.removed_at = Some(t);
+                }
+                Change::Propagation => n.propagation_at = Some(t),
+            }
         }
     }
 

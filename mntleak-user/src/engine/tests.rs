@@ -1736,3 +1736,42 @@ fn a_mount_a_fact_does_not_list_goes_once_the_read_is_over() {
     assert!(!s.has(40, netns), "still there after the read ended");
     assert!(s.eng.finish().iter().all(|f| f.kind != FindingKind::Leak));
 }
+
+/// A fact read while the pod only gained mounts (runc's setup goes on while the tracer reads) still
+/// adds the mount the model could not place, and keeps the one made meanwhile that it does not
+/// list yet.
+#[test]
+fn a_fact_read_during_new_mounts_adds_what_it_shows_and_keeps_the_rest() {
+    let mut s = S::new();
+    s.fork(1, "runc", HOST, 600);
+    s.unshare(600, "runc", HOST, 40);
+    let t0 = s.ts + 1;
+    let listing = vec![
+        mi(101, 1, "/", "/", "ext4", "/dev/sda1", (8, 1), None, None),
+        mi(102, 101, "/run", "/", "tmpfs", "tmpfs", (0, 25), None, None),
+        mi(103, 101, "/proc", "/", "proc", "proc", (0, 22), None, None),
+        mi(
+            104,
+            102,
+            "/run/unplaced",
+            "/",
+            "tmpfs",
+            "tmpfs",
+            (0, 77),
+            None,
+            None,
+        ),
+    ];
+    s.out.extend(s.eng.apply(&Record::NamespaceMounts {
+        ts_ns: t0,
+        read_end_ns: t0 + 25,
+        ns: ns(40),
+        mounts: listing,
+    }));
+    s.mount(600, "runc", 40, "tmpfs", "/pin", "tmpfs", 0);
+    s.fork(1, "systemd", HOST, 700);
+    s.fork(1, "systemd", HOST, 701);
+    assert!(s.ts > t0 + 25, "the read is over");
+    assert!(s.has(40, "/run/unplaced"), "{:#?}", s.eng.mount_table(40));
+    assert!(s.has(40, "/pin"), "{:#?}", s.eng.mount_table(40));
+}
