@@ -116,10 +116,11 @@ pub struct Engine {
     at_risk: HashMap<MKey, Finding>,
     resolved: VecDeque<Finding>,
     recent_symptoms: VecDeque<verdict::RecentFailure>,
-    /// Kernel facts waiting for the event stream to reach their read time (the ring buffer
+    /// Kernel facts waiting for the event stream to pass the end of their read (the ring buffer
     /// delivers events older than a fact after it).
     pending_facts: VecDeque<PendingFact>,
-    /// The time of the event being applied, for [`Ns::changed_at`] (facts do not set it).
+    /// The time of the event being applied, for [`Ns::added_at`] and its kin (facts do not set
+    /// them).
     event_ts: Option<u64>,
     /// The namespace of the record just applied when it was an event placed by paths the kernel
     /// resolved (see [`crate::model::Event::placed_by_kernel_paths`]).

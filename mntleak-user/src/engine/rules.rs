@@ -242,9 +242,6 @@ impl Engine {
         }
     }
 
-    /// A kernel fact about one namespace: adopt kernel ids and propagation for the mounts the
-    /// model has, add what it lacks (linked to what they copy), and drop model mounts only where
-    /// the kernel's listing would have shown them (under a mount it lists).
     /// A fact is applied once every event before the end of its read has been; the listing
     /// itself may predate those made while it was read. So it adds what the model lacks only if
     /// no mount went away meanwhile (it would come back), drops what it does not list only if
@@ -267,6 +264,9 @@ impl Engine {
         self.apply_fact(f.ns, &f.mounts, trust);
     }
 
+    /// A kernel fact about one namespace: adopt kernel ids and propagation for the mounts the
+    /// model has, add what it lacks (linked to what they copy), and drop model mounts only where
+    /// the kernel's listing would have shown them (under a mount it lists); each as `trust` allows.
     fn apply_fact(&mut self, ns: MntNs, mounts: &[MountInfo], trust: FactTrust) {
         if self.recently_dead_set.contains(&ns.id) {
             return;
