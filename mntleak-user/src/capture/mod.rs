@@ -380,7 +380,7 @@ impl Drop for CaptureWriter {
 /// One open file of the set being read.
 struct Source {
     path: PathBuf,
-    src: Box<dyn Read>,
+    src: Box<dyn Read + Send>,
     buf: Vec<u8>,
     pos: usize,
     /// File offset of `buf[0]`.
@@ -595,7 +595,10 @@ impl CaptureReader {
     }
 
     /// A capture from any byte stream; `name` is used in errors.
-    pub fn from_reader(name: impl Into<PathBuf>, r: Box<dyn Read>) -> Result<Self, CaptureError> {
+    pub fn from_reader(
+        name: impl Into<PathBuf>,
+        r: Box<dyn Read + Send>,
+    ) -> Result<Self, CaptureError> {
         let name = name.into();
         let mut src = new_source(name.clone(), r, false);
         let header = src.header()?;
@@ -661,6 +664,12 @@ impl CaptureReader {
         Ok(if got? { self.slot.as_deref() } else { None })
     }
 
+    /// The next record decoded into `slot`, over the record it holds (reusing its buffers); false
+    /// at the end. For a caller that keeps its own slots, such as the replay reader thread.
+    pub fn read_into(&mut self, slot: &mut Record) -> Result<bool, CaptureError> {
+        self.step(slot)
+    }
+
     fn step(&mut self, slot: &mut Record) -> Result<bool, CaptureError> {
         if self.done {
             return Ok(false);
@@ -682,7 +691,7 @@ impl CaptureReader {
 }
 
 /// A placeholder slot, cheap to make: the first record decoded replaces it.
-const EMPTY_SLOT: Record = Record::Lost {
+pub const EMPTY_SLOT: Record = Record::Lost {
     count: 0,
     first_ts_ns: 0,
     last_ts_ns: 0,
@@ -699,7 +708,7 @@ impl Iterator for CaptureReader {
     }
 }
 
-fn new_source(path: PathBuf, src: Box<dyn Read>, skip_preamble: bool) -> Source {
+fn new_source(path: PathBuf, src: Box<dyn Read + Send>, skip_preamble: bool) -> Source {
     Source {
         path,
         src,
