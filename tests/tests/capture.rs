@@ -976,3 +976,57 @@ fn a_snapshot_bigger_than_the_rotation_size_does_not_rotate_every_record() {
     assert_eq!(back, recs);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `replay` reads ahead on a second thread: from a torn or a corrupt capture it must still print
+/// every record before the damage, in order, and end as the reader does (torn: a note and exit 0;
+/// corrupt: one error line and exit 2). 1000 events span several of the reader's batches.
+#[test]
+fn replay_prints_every_record_before_the_damage() {
+    let dir = scratch("damaged");
+    let recs: Vec<Record> = (0..1000)
+        .map(|i| Record::Event(churn_event(i, i / 40)))
+        .collect();
+    let good = dir.join("good.mntcap");
+    write_file(&good, &recs);
+    let data = std::fs::read(&good).unwrap();
+    let printed = |path: &Path| {
+        let out = mntleak_tests::run_tracer(&["replay", "--json", path.to_str().unwrap()]);
+        let ts: Vec<u64> = out
+            .json()
+            .iter()
+            .filter(|v| v["kind"] == "event")
+            .map(|v| v["ts_ns"].as_u64().unwrap())
+            .collect();
+        (out, ts)
+    };
+    let (out, all) = printed(&good);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(all.len(), 1000);
+
+    let spans = frame_spans(&data);
+    let (start, end) = *spans.last().unwrap();
+    let torn = dir.join("torn.mntcap");
+    std::fs::write(&torn, &data[..(start + end) / 2]).unwrap();
+    let (out, ts) = printed(&torn);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("ends inside a record"), "{out:?}");
+    assert_eq!(ts, all[..999]);
+
+    let (start, end) = spans[spans.len() * 2 / 3];
+    let mut bad = data.clone();
+    bad[(start + end) / 2] ^= 0x5a;
+    let corrupt = dir.join("corrupt.mntcap");
+    std::fs::write(&corrupt, &bad).unwrap();
+    // What the library reader yields before its error: the records replay must have printed.
+    let before = CaptureReader::open(std::slice::from_ref(&corrupt))
+        .unwrap()
+        .take_while(Result::is_ok)
+        .filter(|r| matches!(r, Ok(Record::Event(_))))
+        .count();
+    assert!(before > 300 && before < 1000, "{before}");
+    let (out, ts) = printed(&corrupt);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("corrupt capture at byte"), "{out:?}");
+    assert_eq!(ts, all[..before]);
+}
