@@ -425,17 +425,20 @@ pub enum Record {
         first_ts_ns: u64,
         last_ts_ns: u64,
     },
-    /// The kernel's view of one namespace's mounts (listmount/statmount), read by the source when
-    /// a namespace appears or after a mount the engine cannot place by path. The read began at
-    /// `ts_ns` and ended at `read_end_ns`: the listing shows some moment in between (a starved
-    /// reader can take milliseconds, and calls made meanwhile may or may not show in it).
-    NamespaceMounts {
-        ts_ns: u64,
-        read_end_ns: u64,
-        ns: MntNs,
-        mounts: Vec<MountInfo>,
-    },
+    NamespaceMounts(NamespaceListing),
     Container(ContainerInfo),
+}
+
+/// The kernel's view of one namespace's mounts (listmount/statmount), read by the source when a
+/// namespace appears or after a mount the engine cannot place by path. The read began at `ts_ns`
+/// and ended at `read_end_ns`: the listing shows some moment in between (a starved reader can
+/// take milliseconds, and calls made meanwhile may or may not show in it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceListing {
+    pub ts_ns: u64,
+    pub read_end_ns: u64,
+    pub ns: MntNs,
+    pub mounts: Vec<MountInfo>,
 }
 
 /// Facts about the capture itself, from its header.

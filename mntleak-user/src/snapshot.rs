@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::model::{self, Action, MntNs, MountInfo, NamespaceState, ProcessState, Record};
+use crate::model::{
+    self, Action, MntNs, MountInfo, NamespaceListing, NamespaceState, ProcessState, Record,
+};
 use crate::sys::proc::ProcInfo;
 use crate::sys::{ScanMethod, SysError, mountapi, nsfs, proc};
 use crate::uapi;
@@ -237,12 +239,12 @@ fn read_ns(ns: MntNs, pid: Option<u32>, clock: impl Fn() -> u64) -> Option<Recor
         }
     };
     match mounts {
-        Ok(mounts) => Some(Record::NamespaceMounts {
+        Ok(mounts) => Some(Record::NamespaceMounts(NamespaceListing {
             ts_ns,
             read_end_ns: clock().max(ts_ns),
             ns,
             mounts,
-        }),
+        })),
         Err(e) => {
             tracing::debug!("cannot read mounts of namespace {}: {e}", ns.id);
             None

@@ -253,18 +253,18 @@ fn every_record() -> Vec<Record> {
         first_ts_ns: 10,
         last_ts_ns: u64::MAX,
     });
-    recs.push(Record::NamespaceMounts {
+    recs.push(Record::NamespaceMounts(NamespaceListing {
         ts_ns: 77,
         read_end_ns: 1_000_077,
         ns: NS_C,
         mounts: mounts(),
-    });
-    recs.push(Record::NamespaceMounts {
+    }));
+    recs.push(Record::NamespaceMounts(NamespaceListing {
         ts_ns: 78,
         read_end_ns: 78,
         ns: NS_C,
         mounts: vec![],
-    });
+    }));
     recs.push(Record::Container(ContainerInfo {
         id: "abc\x1b".into(),
         name: "web".into(),
@@ -317,7 +317,7 @@ fn round_trip_every_record_variant() {
 fn small() -> Vec<Record> {
     let mut r = every_record();
     // Keep it small: truncation is tried at every byte offset.
-    r.retain(|x| !matches!(x, Record::Snapshot(_) | Record::NamespaceMounts { .. }));
+    r.retain(|x| !matches!(x, Record::Snapshot(_) | Record::NamespaceMounts(_)));
     for x in r.iter_mut() {
         if let Record::Event(e) = x {
             e.task.comm = k("runc");
@@ -900,12 +900,12 @@ fn a_small_frame_cannot_expand_without_bound() {
         options: s,
         ..MountInfo::default()
     };
-    let rec = Record::NamespaceMounts {
+    let rec = Record::NamespaceMounts(NamespaceListing {
         ts_ns: 1,
         read_end_ns: 1,
         ns: MntNs { id: 1, inum: 1 },
         mounts: vec![m],
-    };
+    });
     let mut d = encode_to_vec(&header(), &[rec]);
     let (start, end) = *frame_spans(&d).last().unwrap();
     let payload = d[start + 2..end - 4].to_vec(); // 1-byte length, type

@@ -109,7 +109,7 @@ fn step(w: &mut World, rng: &mut Rng, n: usize) -> std::io::Result<()> {
 
 /// With MNTLEAK_ORACLE_VERBOSE: the records that concern the scenario, as the engine gets them.
 fn debug_record(w: &World, r: &mntleak::model::Record) {
-    use mntleak::model::Record;
+    use mntleak::model::{NamespaceListing, Record};
     let ours = |id: u64| w.holders.iter().any(|h| h.ns.id == id);
     match r {
         Record::Event(e) if ours(e.task.mnt_ns.id) || e.new_mnt_ns.is_some_and(|n| ours(n.id)) => {
@@ -124,12 +124,12 @@ fn debug_record(w: &World, r: &mntleak::model::Record) {
                 e.ret
             )
         }
-        Record::NamespaceMounts {
+        Record::NamespaceMounts(NamespaceListing {
             ts_ns,
             read_end_ns,
             ns,
             mounts,
-        } if ours(ns.id) => {
+        }) if ours(ns.id) => {
             eprintln!("  fact {ts_ns}..{read_end_ns} ns {}", ns.id);
             for m in mounts
                 .iter()

@@ -150,7 +150,7 @@ fn walk_finds_namespace_held_only_by_fd() {
 
 #[test]
 fn watcher_reads_a_new_namespace_once() {
-    use mntleak::model::{Action, Event, KStr, Record, Task};
+    use mntleak::model::{Action, Event, KStr, NamespaceListing, Record, Task};
     use mntleak::snapshot::{NamespaceWatcher, take_snapshot};
     let snap = take_snapshot(1).unwrap();
     assert!(snap.namespaces.iter().any(|n| n.ns == snap.host_ns));
@@ -180,12 +180,12 @@ fn watcher_reads_a_new_namespace_once() {
         tick.set(tick.get() + 1);
         tick.get()
     };
-    let Some(Record::NamespaceMounts {
+    let Some(Record::NamespaceMounts(NamespaceListing {
         ts_ns,
         read_end_ns,
         ns: got,
         mounts,
-    }) = w.observe(&ev, clock)
+    })) = w.observe(&ev, clock)
     else {
         panic!("no NamespaceMounts for a new namespace");
     };
@@ -208,7 +208,7 @@ fn watcher_reads_a_new_namespace_once() {
     assert_eq!(w.observe(&exec, || 9), None);
     assert!(matches!(
         w.refresh(ns, || 10),
-        Some(Record::NamespaceMounts { .. })
+        Some(Record::NamespaceMounts(_))
     ));
     drop(k);
     let _ = std::fs::remove_dir_all(&dir);

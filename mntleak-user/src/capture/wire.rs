@@ -9,8 +9,8 @@ use std::mem::size_of;
 use bytes::{BufMut, BytesMut};
 
 use crate::model::{
-    Action, ContainerInfo, Event, Fd, KStr, MntNs, MountInfo, NamespaceState, ProcessState,
-    Propagation, Record, ResolvedPath, Snapshot, Task, UnlinkCall,
+    Action, ContainerInfo, Event, Fd, KStr, MntNs, MountInfo, NamespaceListing, NamespaceState,
+    ProcessState, Propagation, Record, ResolvedPath, Snapshot, Task, UnlinkCall,
 };
 
 pub const MAGIC: [u8; 8] = *b"MNTLEAK\0";
@@ -20,7 +20,7 @@ pub const MAGIC: [u8; 8] = *b"MNTLEAK\0";
 /// unique, but share the container's rootfs prefix); version 1 files never set them, so they read
 /// unchanged.
 /// 3: a namespace listing ends with how long its read took (varint ns; see
-/// `Record::NamespaceMounts`); older files read as an instant read.
+/// `NamespaceListing`); older files read as an instant read.
 pub const FORMAT_VERSION: u16 = 3;
 /// A frame larger than this is corruption (a snapshot of 100k mounts is a few MiB).
 pub const MAX_FRAME: usize = 16 << 20;
@@ -316,16 +316,11 @@ impl Encoder {
                 put_varint(&mut p, *last_ts_ns);
                 T_LOST
             }
-            Record::NamespaceMounts {
-                ts_ns,
-                read_end_ns,
-                ns,
-                mounts,
-            } => {
-                put_varint(&mut p, *ts_ns);
-                ns_put(&mut p, *ns);
-                self.mounts(mounts, &mut p, out);
-                put_varint(&mut p, read_end_ns.saturating_sub(*ts_ns));
+            Record::NamespaceMounts(l) => {
+                put_varint(&mut p, l.ts_ns);
+                ns_put(&mut p, l.ns);
+                self.mounts(&l.mounts, &mut p, out);
+                put_varint(&mut p, l.read_end_ns.saturating_sub(l.ts_ns));
                 T_NSMOUNTS
             }
             Record::Container(c) => {
@@ -847,12 +842,12 @@ impl Decoder {
                 let ns = ns_get(&mut c)?;
                 let mounts = self.mounts(&mut c)?;
                 let took = if self.version >= 3 { c.varint()? } else { 0 };
-                Record::NamespaceMounts {
+                Record::NamespaceMounts(NamespaceListing {
                     ts_ns,
                     read_end_ns: ts_ns.saturating_add(took),
                     ns,
                     mounts,
-                }
+                })
             }
             T_SNAPSHOT => Record::Snapshot(self.snapshot(&mut c)?),
             T_CONTAINER => {

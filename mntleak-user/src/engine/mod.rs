@@ -118,7 +118,7 @@ pub struct Engine {
     recent_symptoms: VecDeque<verdict::RecentFailure>,
     /// Kernel facts waiting for the event stream to pass the end of their read (the ring buffer
     /// delivers events older than a fact after it).
-    pending_facts: VecDeque<PendingFact>,
+    pending_facts: VecDeque<crate::model::NamespaceListing>,
     /// The time of the event being applied, for [`Ns::added_at`] and its kin (facts do not set
     /// them).
     event_ts: Option<u64>,
@@ -135,14 +135,6 @@ pub struct Engine {
 
 /// Facts held back at most; beyond, the oldest is applied.
 const MAX_PENDING_FACTS: usize = 64;
-
-/// A kernel fact held until the stream passes the end of its read.
-struct PendingFact {
-    ts_ns: u64,
-    read_end_ns: u64,
-    ns: crate::model::MntNs,
-    mounts: Vec<crate::model::MountInfo>,
-}
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
@@ -219,23 +211,13 @@ impl Engine {
             // path (runc's fd targets, pivot_root, umount2(".")). When the kernel resolved its
             // paths the event placed itself; the listing, read later and possibly after further
             // calls whose records arrive after it, would only apply them twice.
-            Record::NamespaceMounts { ns, .. }
-                if placed_in == Some(ns.id)
-                    && self.ns.get(&ns.id).is_some_and(|n| n.mounts > 0) => {}
-            Record::NamespaceMounts {
-                ts_ns,
-                read_end_ns,
-                ns,
-                mounts,
-            } => {
+            Record::NamespaceMounts(l)
+                if placed_in == Some(l.ns.id)
+                    && self.ns.get(&l.ns.id).is_some_and(|n| n.mounts > 0) => {}
+            Record::NamespaceMounts(listing) => {
                 // Read after the events before it in the stream, and often after some that
                 // follow it: applied when the stream passes the end of its read.
-                self.pending_facts.push_back(PendingFact {
-                    ts_ns: *ts_ns,
-                    read_end_ns: *read_end_ns,
-                    ns: *ns,
-                    mounts: mounts.clone(),
-                });
+                self.pending_facts.push_back(listing.clone());
                 while self.pending_facts.len() > MAX_PENDING_FACTS {
                     if let Some(f) = self.pending_facts.pop_front() {
                         self.apply_pending_fact(f);

@@ -9,7 +9,7 @@ use super::state::{
     Cause, Change, CloneMode, Detail, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, count_name,
     nsfs_mnt_inum,
 };
-use crate::model::{Action, Event, MntNs, MountInfo, Snapshot};
+use crate::model::{Action, Event, MntNs, MountInfo, NamespaceListing, Snapshot};
 use crate::uapi::*;
 
 /// A family id meaning "a new filesystem: create its family when it is attached".
@@ -247,7 +247,7 @@ impl Engine {
     /// no mount went away meanwhile (it would come back), drops what it does not list only if
     /// none was added (the listing may not show it yet), and sets propagation only if none
     /// changed. Kernel ids are always taken.
-    pub(super) fn apply_pending_fact(&mut self, f: super::PendingFact) {
+    pub(super) fn apply_pending_fact(&mut self, f: NamespaceListing) {
         let during_read = |t: Option<u64>| t.is_some_and(|t| t > f.ts_ns);
         let trust = match self.ns.get(&f.ns.id) {
             Some(n) => FactTrust {

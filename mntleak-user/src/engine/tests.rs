@@ -876,22 +876,23 @@ fn a_fact_read_as_the_namespace_dies_does_not_resurrect_it() {
         s.unshare(pid, "svc", HOST, n);
         s.exit(pid, "svc", n);
         s.ts += 10;
-        s.out.extend(s.eng.apply(&Record::NamespaceMounts {
-            ts_ns: s.ts,
-            read_end_ns: s.ts,
-            ns: ns(n),
-            mounts: vec![mi(
-                900,
-                1,
-                "/",
-                "/",
-                "ext4",
-                "/dev/vda1",
-                (8, 1),
-                None,
-                None,
-            )],
-        }));
+        s.out
+            .extend(s.eng.apply(&Record::NamespaceMounts(NamespaceListing {
+                ts_ns: s.ts,
+                read_end_ns: s.ts,
+                ns: ns(n),
+                mounts: vec![mi(
+                    900,
+                    1,
+                    "/",
+                    "/",
+                    "ext4",
+                    "/dev/vda1",
+                    (8, 1),
+                    None,
+                    None,
+                )],
+            })));
         s.fork(1, "systemd", HOST, 9000 + i);
     }
     let st = s.eng.stats();
@@ -927,7 +928,7 @@ fn debug_replay() {
                 e.new_mnt_ns.map(|n| n.id),
                 e.dir.as_ref().map(|d| d.as_str())
             ),
-            Record::NamespaceMounts { ns, mounts, .. } => {
+            Record::NamespaceMounts(NamespaceListing { ns, mounts, .. }) => {
                 let mut d = format!("#{i} FACT ns {} {} mounts", ns.id, mounts.len());
                 if watch.contains(&ns.id) {
                     for m in mounts {
@@ -1056,12 +1057,12 @@ impl S {
     }
 
     fn fact(&mut self, ns_id: u64, mounts: Vec<MountInfo>) -> Vec<Finding> {
-        let f = self.eng.apply(&Record::NamespaceMounts {
+        let f = self.eng.apply(&Record::NamespaceMounts(NamespaceListing {
             ts_ns: self.ts,
             read_end_ns: self.ts,
             ns: ns(ns_id),
             mounts,
-        });
+        }));
         self.out.extend(f.clone());
         f
     }
@@ -1684,12 +1685,13 @@ fn pod_with_private_netns_copy(from: u64, until: u64) -> S {
         mi(102, 101, "/run", "/", "tmpfs", "tmpfs", (0, 25), None, None),
         mi(103, 101, "/proc", "/", "proc", "proc", (0, 22), None, None),
     ];
-    s.out.extend(s.eng.apply(&Record::NamespaceMounts {
-        ts_ns: from,
-        read_end_ns: until,
-        ns: ns(40),
-        mounts: listing,
-    }));
+    s.out
+        .extend(s.eng.apply(&Record::NamespaceMounts(NamespaceListing {
+            ts_ns: from,
+            read_end_ns: until,
+            ns: ns(40),
+            mounts: listing,
+        })));
     s
 }
 
@@ -1762,12 +1764,13 @@ fn a_fact_read_during_new_mounts_adds_what_it_shows_and_keeps_the_rest() {
             None,
         ),
     ];
-    s.out.extend(s.eng.apply(&Record::NamespaceMounts {
-        ts_ns: t0,
-        read_end_ns: t0 + 25,
-        ns: ns(40),
-        mounts: listing,
-    }));
+    s.out
+        .extend(s.eng.apply(&Record::NamespaceMounts(NamespaceListing {
+            ts_ns: t0,
+            read_end_ns: t0 + 25,
+            ns: ns(40),
+            mounts: listing,
+        })));
     s.mount(600, "runc", 40, "tmpfs", "/pin", "tmpfs", 0);
     s.fork(1, "systemd", HOST, 700);
     s.fork(1, "systemd", HOST, 701);

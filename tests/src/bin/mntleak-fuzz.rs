@@ -228,12 +228,12 @@ fn generated_seeds() -> Vec<(String, Vec<u8>)> {
         first_ts_ns: 5,
         last_ts_ns: 9,
     });
-    all.push(Record::NamespaceMounts {
+    all.push(Record::NamespaceMounts(NamespaceListing {
         ts_ns: 99,
         read_end_ns: 140,
         ns,
         mounts: vec![mount],
-    });
+    }));
     all.push(Record::Container(ContainerInfo {
         id: "abc".into(),
         name: "web".into(),
@@ -377,7 +377,7 @@ fn kind(r: &Record) -> u32 {
         Record::Snapshot(_) => 0,
         Record::Event(e) => 5 + e.action.name().len() as u32 % 20,
         Record::Lost { .. } => 1,
-        Record::NamespaceMounts { .. } => 2,
+        Record::NamespaceMounts(_) => 2,
         Record::Container(_) => 3,
     }
 }
