@@ -23,7 +23,41 @@ pub fn resolve_into(out: &mut String, root: &str, dir: Option<&str>, p: &str) {
         out.push_str(p);
         return;
     }
-    out.push_str(root.trim_end_matches('/'));
+    let chrooted = !root.is_empty();
+    let root = root.trim_end_matches('/');
+    // Clean paths under a chroot, and "." or a clean name under a clean directory (runc's
+    // pivot_root(".", ".") and umount2(".")): concatenated, not split and rejoined.
+    let clean_dir = match dir {
+        Some(d) if !p.starts_with('/') && is_normal(d) && !d.starts_with("/var/run") => Some(d),
+        _ => None,
+    };
+    if let Some(tail) = if is_normal(p) {
+        Some(("", p))
+    } else if let Some(d) = clean_dir.filter(|_| p.is_empty() || p == ".") {
+        Some((d, ""))
+    } else {
+        clean_dir.filter(|_| is_normal_relative(p)).map(|d| (d, p))
+    } {
+        let (d, rel) = tail;
+        out.push_str(root);
+        if d != "/" {
+            out.push_str(d);
+        }
+        if !rel.is_empty() {
+            if !rel.starts_with('/') {
+                out.push('/');
+            }
+            if rel != "/" {
+                out.push_str(rel);
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        var_run_alias(out, chrooted);
+        return;
+    }
+    out.push_str(root);
     // Components are appended as "/name"; ".." drops the last one, never the root.
     let base = out.len();
     if !p.starts_with('/')
@@ -35,8 +69,12 @@ pub fn resolve_into(out: &mut String, root: &str, dir: Option<&str>, p: &str) {
     if out.is_empty() {
         out.push('/');
     }
-    // /var/run is a symlink to /run on every current distribution; the kernel lists /run.
-    if root.is_empty() && (out == "/var/run" || out.starts_with("/var/run/")) {
+    var_run_alias(out, chrooted);
+}
+
+/// /var/run is a symlink to /run on every current distribution; the kernel lists /run.
+fn var_run_alias(out: &mut String, chrooted: bool) {
+    if !chrooted && (out == "/var/run" || out.starts_with("/var/run/")) {
         out.replace_range(..8, "/run");
     }
 }
@@ -50,18 +88,20 @@ fn is_normal(p: &str) -> bool {
     if !p.starts_with('/') || p == "/var/run" || p.starts_with("/var/run/") {
         return false;
     }
-    // Bytewise: every component non-empty and neither `.` nor `..`.
+    // Every component non-empty and neither `.` nor `..`: what follows each slash, found by a
+    // vectorised search (this runs for most events' paths).
     let b = p.as_bytes();
-    let mut start = 1;
-    for i in 1..=b.len() {
-        if i == b.len() || b[i] == b'/' {
-            if matches!(&b[start..i], b"" | b"." | b"..") {
-                return false;
-            }
-            start = i + 1;
-        }
-    }
-    true
+    memchr::memchr_iter(b'/', b).all(|i| {
+        !matches!(
+            &b[i + 1..],
+            [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]
+        )
+    })
+}
+
+/// `p` is relative and normalized: `is_normal("/" + p)`, without building it.
+fn is_normal_relative(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && p.split('/').all(|c| !matches!(c, "" | "." | ".."))
 }
 
 fn push_components(out: &mut String, base: usize, s: &str) {
@@ -136,6 +176,33 @@ impl PathSet {
     }
 }
 
+/// A path from a [`PathSet`] as a map key, hashed and compared by address: the set holds each
+/// string once, so equal addresses are equal strings, and an index update costs no hashing or
+/// comparing of the path's bytes (the engine's mount indexes change on every modelled mount).
+#[derive(Clone, Debug)]
+pub(crate) struct Interned(pub Arc<str>);
+
+impl PartialEq for Interned {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Interned {}
+
+impl std::hash::Hash for Interned {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        Arc::as_ptr(&self.0).cast::<u8>().hash(h);
+    }
+}
+
+impl std::ops::Deref for Interned {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The part of `path` below `prefix` ("" for equal), or None when `path` is not under it.
 pub fn strip<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     if prefix == "/" {
@@ -162,8 +229,8 @@ pub fn parent(p: &str) -> Option<&str> {
 }
 
 pub fn basename(p: &str) -> &str {
-    // A byte search: this runs for every unlink.
-    match p.bytes().rposition(|b| b == b'/') {
+    // A vectorised byte search: this runs for every unlink.
+    match memchr::memrchr(b'/', p.as_bytes()) {
         Some(i) => &p[i + 1..],
         None => p,
     }
@@ -193,6 +260,24 @@ mod t {
         assert_eq!(resolve("/jail", None, "/../a/../.."), "/jail");
         assert_eq!(resolve("", Some("/a/b"), "../../../c"), "/c");
         assert_eq!(resolve("", Some("/var"), "run/x"), "/run/x");
+        assert_eq!(resolve("", Some("/var"), "run"), "/run");
+        assert_eq!(resolve("", Some("/var/run"), "x"), "/run/x");
+        assert_eq!(resolve("", Some("/var/run"), "."), "/run");
+        assert_eq!(resolve("/jail", Some("/var"), "run/x"), "/jail/var/run/x");
+        assert_eq!(resolve("/jail/", None, "/var/run"), "/jail/var/run");
+        assert_eq!(resolve("/", None, "/var/run/x"), "/var/run/x");
+        assert_eq!(resolve("", Some("/m/rootfs"), "."), "/m/rootfs");
+        assert_eq!(resolve("", Some("/m/rootfs"), ""), "/m/rootfs");
+        assert_eq!(resolve("", Some("/"), "."), "/");
+        assert_eq!(resolve("", Some("/"), "a/b"), "/a/b");
+        assert_eq!(resolve("/r", Some("/"), "."), "/r");
+        assert_eq!(resolve("/r", Some("/d"), "a"), "/r/d/a");
+        assert_eq!(resolve("/r", None, "/"), "/r");
+        assert_eq!(resolve("/r/", None, "/a/b"), "/r/a/b");
+        assert_eq!(resolve("", Some("/d"), "a//b"), "/d/a/b");
+        assert_eq!(resolve("", Some("/d"), "./a"), "/d/a");
+        assert_eq!(resolve("", Some("/d/"), "a"), "/d/a");
+        assert_eq!(resolve("", Some("/d/../e"), "a"), "/e/a");
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", ""), "/a");
         let set = PathSet::default();

@@ -1165,19 +1165,43 @@ impl Engine {
             return;
         };
         let all = self.ns_mounts(ns);
-        for &x in all.iter().rev() {
-            self.unindex_paths(x);
-        }
         let nr_sub: std::collections::HashSet<MKey> = self.subtree(nr).into_iter().collect();
         let po_abs = join("/", &po_rel);
-        for &x in &all {
-            let mp = self.m(x).mountpoint.clone();
-            let new_mp = if nr_sub.contains(&x) {
-                self.paths.join("/", strip(&mp, new_root).unwrap_or(""))
-            } else {
-                self.paths.join(&po_abs, strip(&mp, "/").unwrap_or(""))
-            };
-            self.mm(x).mountpoint = new_mp;
+        let new_mps: Vec<Arc<str>> = all
+            .iter()
+            .map(|&x| {
+                let mp = &self.m(x).mountpoint;
+                if nr_sub.contains(&x) {
+                    self.paths.join("/", strip(mp, new_root).unwrap_or(""))
+                } else {
+                    self.paths.join(&po_abs, strip(mp, "/").unwrap_or(""))
+                }
+            })
+            .collect();
+        // Only mounts whose index entries change are re-indexed: a new mountpoint, a new parent
+        // (the two roots), or a parent with a new mountpoint (the dentry is taken relative to
+        // it). With runc's pivot_root(".", ".") the old root's mounts keep their paths.
+        let moved: HashSet<MKey> = all
+            .iter()
+            .zip(&new_mps)
+            .filter(|&(&x, mp)| *self.m(x).mountpoint != **mp)
+            .map(|(&x, _)| x)
+            .collect();
+        let reindex: Vec<MKey> = all
+            .iter()
+            .copied()
+            .filter(|&x| {
+                x == nr
+                    || x == old_root
+                    || moved.contains(&x)
+                    || self.m(x).parent.is_some_and(|p| moved.contains(&p))
+            })
+            .collect();
+        for &x in reindex.iter().rev() {
+            self.unindex_paths(x);
+        }
+        for (&x, mp) in all.iter().zip(new_mps) {
+            self.mm(x).mountpoint = mp;
         }
         // Re-link: new root detaches from its parent; the old root goes under put_old.
         if let Some(p) = self.m(nr).parent {
@@ -1201,7 +1225,7 @@ impl Engine {
         if let Some(n) = self.ns.get_mut(&ns) {
             n.root = Some(nr);
         }
-        for &x in &all {
+        for &x in &reindex {
             self.index_paths(x);
         }
     }

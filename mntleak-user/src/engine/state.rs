@@ -6,12 +6,12 @@ use super::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::Engine;
-use super::paths::{basename, join, strip};
+use super::paths::{Interned, basename, join, strip};
 
 pub(super) type MKey = u32;
 
 /// A directory as (filesystem, path inside it); shared by a mount and the unlink index.
-pub(super) type Dentry = (u64, Arc<str>);
+pub(super) type Dentry = (u64, Interned);
 
 /// What a finding needs to know about an event, shared by every mount it created.
 #[derive(Clone, Debug)]
@@ -335,7 +335,7 @@ impl Engine {
         } else {
             self.paths.join(&m.root, rel)
         };
-        Some((m.fs, p))
+        Some((m.fs, Interned(p)))
     }
 
     /// Inserts a mount into the slab and every index. `below` tucks it under an existing stack.
