@@ -132,7 +132,12 @@ fn read_ahead(
                 // Only if the reader thread panicked: the scope passes the panic on.
                 return Ok(None);
             };
-            for rec in &batch.slots[..batch.len] {
+            let recs = &batch.slots[..batch.len];
+            for (i, rec) in recs.iter().enumerate() {
+                // Two ahead: one record's work is too short to hide a fetch from the other core.
+                if let Some(coming) = recs.get(i + 2) {
+                    prefetch(coming);
+                }
                 apply(rec)?;
             }
             if let Some(end) = batch.end.take() {
@@ -142,4 +147,26 @@ fn read_ahead(
             let _ = free_tx.send(batch);
         }
     })
+}
+
+/// Starts loading a coming record's strings into this core's cache while the engine applies the
+/// current one: the reader thread wrote them on the other core, and fetching them on first use
+/// stalled the engine (a tenth of replay's time, measured on 10M events).
+#[inline]
+fn prefetch(rec: &Record) {
+    #[cfg(target_arch = "x86_64")]
+    if let Record::Event(e) = rec {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let path = match &e.action {
+            crate::model::Action::Unlink { path, .. } => path.as_str(),
+            a => a.path_args()[0].map_or("", |(_, p)| p.as_str()),
+        };
+        // SAFETY: a prefetch is a hint: it never faults and changes nothing observable.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(e.task.comm.as_str().as_ptr().cast());
+            _mm_prefetch::<_MM_HINT_T0>(path.as_ptr().cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = rec;
 }
