@@ -924,6 +924,9 @@ fn loss_ceiling(
     }))
 }
 
+/// Replays of the generated capture; the median is reported.
+const REPLAY_RUNS: usize = 3;
+
 /// 3. A generated capture of container churn through `mntleak-trace replay --quiet`.
 fn replay(bins: &Bins, args: &BenchArgs, dir: &Path) -> anyhow::Result<Value> {
     let cap = dir.join("tmp/replay.mntcap");
@@ -940,18 +943,26 @@ fn replay(bins: &Bins, args: &BenchArgs, dir: &Path) -> anyhow::Result<Value> {
         ],
     )?;
     let out = dir.join("tmp/replay.out");
-    let started = Instant::now();
-    let status = limit_memory(&mut Command::new(&bins.trace))
-        .args(["replay", "--quiet", "--json"])
-        .arg(&cap)
-        .stdout(File::create(&out).with_context(|| format!("create {}", out.display()))?)
-        .status()
-        .with_context(|| format!("cannot run {}", bins.trace.display()))?;
-    let elapsed = started.elapsed().as_secs_f64();
-    // Exit 1 means a leak was reported, which synthetic churn may well contain; 2 is a failure.
-    if status.code() != Some(0) && status.code() != Some(1) {
-        bail!("mntleak-trace replay {} failed: {status}", cap.display());
+    // The median of three runs: one run here moves by ±15 % with the machine (and the first may
+    // still share the disk with the generator's writeback).
+    let mut runs = Vec::with_capacity(REPLAY_RUNS);
+    for _ in 0..REPLAY_RUNS {
+        let started = Instant::now();
+        let status = limit_memory(&mut Command::new(&bins.trace))
+            .args(["replay", "--quiet", "--json"])
+            .arg(&cap)
+            .stdout(File::create(&out).with_context(|| format!("create {}", out.display()))?)
+            .status()
+            .with_context(|| format!("cannot run {}", bins.trace.display()))?;
+        runs.push(started.elapsed().as_secs_f64());
+        // Exit 1 means a leak was reported, which synthetic churn may well contain; 2 is a failure.
+        if status.code() != Some(0) && status.code() != Some(1) {
+            bail!("mntleak-trace replay {} failed: {status}", cap.display());
+        }
     }
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let elapsed = sorted[sorted.len() / 2];
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let (_, seen) = summary_counts(
         &text
@@ -961,12 +972,17 @@ fn replay(bins: &Bins, args: &BenchArgs, dir: &Path) -> anyhow::Result<Value> {
     );
     let events = num(&g, "events")?;
     let rate = events / elapsed;
-    println!("  {events} events in {elapsed:.2} s: {rate:.0} events/s");
+    let shown: Vec<String> = runs.iter().map(|t| format!("{t:.2}")).collect();
+    println!(
+        "  {events} events in {elapsed:.2} s (median of {} s): {rate:.0} events/s",
+        shown.join(", ")
+    );
     let _ = std::fs::remove_file(&cap);
     Ok(json!({
         "events": events,
         "capture_bytes": g["bytes"],
         "seconds": (elapsed * 1e3).round() / 1e3,
+        "runs_seconds": runs.iter().map(|t| (t * 1e3).round() / 1e3).collect::<Vec<_>>(),
         "events_per_sec": rate.round(),
         "seen": seen,
     }))
