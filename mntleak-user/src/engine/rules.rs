@@ -507,6 +507,9 @@ impl Engine {
             CloneMode::Keep
         };
         let order = self.ns_mounts(src);
+        if let Some(n) = self.ns.get_mut(&dst.id) {
+            n.by_path.reserve(order.len());
+        }
         let idx: HashMap<MKey, usize> = order.iter().enumerate().map(|(i, &k)| (k, i)).collect();
         // Each copy is made as its original is read (the source namespace does not change),
         // parents first. Each sits at its original's path: the copy's root is at "/", and a
@@ -1068,7 +1071,8 @@ impl Engine {
                 s.family = self.new_family(Some(ev.clone()), ns, target, &s.source, &s.fstype);
             }
         }
-        let keys = self.instantiate(ns, Some(dest), target, &seeds, Some(ev));
+        let at = self.paths.get(target);
+        let keys = self.instantiate(ns, Some(dest), &at, &seeds, Some(ev));
         self.propagate_attach(dest, target, &keys, false, ev);
     }
 

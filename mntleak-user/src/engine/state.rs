@@ -678,7 +678,7 @@ impl Engine {
         &mut self,
         ns: u64,
         parent: Option<MKey>,
-        at: &str,
+        at: &Arc<str>,
         seeds: &[Seed],
         ev: Option<&Ev>,
     ) -> Vec<MKey> {
@@ -688,7 +688,12 @@ impl Engine {
                 Some(i) => Some(keys[i]),
                 None => parent,
             };
-            let mountpoint = self.paths.join(at, &s.rel);
+            // A seed at `at` itself (every mount of a namespace copy) shares its string.
+            let mountpoint = if s.rel.is_empty() {
+                at.clone()
+            } else {
+                self.paths.join(at, &s.rel)
+            };
             let m = Mount {
                 ns,
                 parent: p,
@@ -885,7 +890,7 @@ impl Engine {
         let Some(rel) = strip(&dentry.1, &rm.root) else {
             return false;
         };
-        let path = join(&rm.mountpoint, rel);
+        let path = self.paths.join(&rm.mountpoint, rel);
         let ns = rm.ns;
         let existing: Vec<MKey> = rm
             .children
@@ -911,7 +916,7 @@ impl Engine {
         }
         // Keep the by_path stack bottom-first: the tucked copy goes under what was there.
         if let Some(n) = self.ns.get_mut(&ns)
-            && let Some(v) = n.by_path.get_mut(path.as_str())
+            && let Some(v) = n.by_path.get_mut(&path)
             && v.len() > 1
         {
             v.retain(|&x| x != top);
