@@ -16,6 +16,7 @@ use mntleak_common::{
 use crate::{
     maps::{PENDING, emit, scratch},
     task::{fill_current, offsets_valid, task_ns, task_tgid},
+    tp_field,
 };
 
 /// sched_process_fork(parent, child): new processes only, not new threads.
@@ -47,16 +48,15 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         return 0;
     };
     fill_current(&mut ev.task);
-    ev.args[0] = unsafe { ctx.read_at::<i32>(16) }.unwrap_or(0) as u32 as u64;
-    if let Ok(loc) = unsafe { ctx.read_at::<u32>(8) } {
-        let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
-        if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.str0) } {
-            let len = s.len();
-            ev.str_len[0] = len as u16;
-            ev.flags |= 1;
-            if len + 1 >= ev.str0.len() && (loc >> 16) as usize > len + 1 {
-                ev.flags |= 1 << STR_TRUNCATED_SHIFT;
-            }
+    ev.args[0] = tp_field::<i32>(&ctx, 16) as u32 as u64;
+    let loc = tp_field::<u32>(&ctx, 8);
+    let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
+    if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.str0) } {
+        let len = s.len();
+        ev.str_len[0] = len as u16;
+        ev.flags |= 1;
+        if len + 1 >= ev.str0.len() && (loc >> 16) as usize > len + 1 {
+            ev.flags |= 1 << STR_TRUNCATED_SHIFT;
         }
     }
     emit(ev);

@@ -16,6 +16,7 @@ use mntleak_common::{
 use crate::{
     maps::{PENDING, RESOLVERS, emit, in_flight, record_loss, reset},
     task::{current_ns, fill_current, resolve_fd},
+    tp_field,
 };
 
 const AT_FDCWD: u64 = -100i64 as u64;
@@ -222,7 +223,8 @@ fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
     let ev = &mut slot.ev;
     reset(ev, kind);
     fill_current(&mut ev.task);
-    let a = |i: usize| -> u64 { unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0) };
+    // `args[6]` of trace_event_raw_sys_enter, after the common fields and the syscall number.
+    let a = |i: usize| -> u64 { tp_field::<u64>(ctx, 16 + 8 * i) };
     let mut retry = Retry([0; 3]);
     match kind {
         EventKind::Mount => {
@@ -377,7 +379,8 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     }
     slot.armed = 0;
     let ev = &mut slot.ev;
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    // `ret` of trace_event_raw_sys_exit.
+    let ret = tp_field::<i64>(&ctx, 16);
     ev.ret = ret;
     ev.flags |= HAS_RET;
     let r = slot.retry;
