@@ -27,28 +27,16 @@ pub fn resolve_into(out: &mut String, root: &str, dir: Option<&str>, p: &str) {
     let root = root.trim_end_matches('/');
     // Clean paths under a chroot, and "." or a clean name under a clean directory (runc's
     // pivot_root(".", ".") and umount2(".")): concatenated, not split and rejoined.
-    let clean_dir = match dir {
-        Some(d) if !p.starts_with('/') && is_normal(d) && !d.starts_with("/var/run") => Some(d),
-        _ => None,
-    };
-    if let Some(tail) = if is_normal(p) {
-        Some(("", p))
-    } else if let Some(d) = clean_dir.filter(|_| p.is_empty() || p == ".") {
-        Some((d, ""))
-    } else {
-        clean_dir.filter(|_| is_normal_relative(p)).map(|d| (d, p))
-    } {
-        let (d, rel) = tail;
+    if let Some((d, rel)) = clean_parts(dir, p) {
         out.push_str(root);
-        if d != "/" {
-            out.push_str(d);
-        }
-        if !rel.is_empty() {
-            if !rel.starts_with('/') {
-                out.push('/');
-            }
-            if rel != "/" {
-                out.push_str(rel);
+        for part in [d, rel] {
+            match part {
+                "" | "/" => {}
+                abs if abs.starts_with('/') => out.push_str(abs),
+                name => {
+                    out.push('/');
+                    out.push_str(name);
+                }
             }
         }
         if out.is_empty() {
@@ -57,6 +45,12 @@ pub fn resolve_into(out: &mut String, root: &str, dir: Option<&str>, p: &str) {
         var_run_alias(out, chrooted);
         return;
     }
+    by_components(out, root, chrooted, dir, p);
+}
+
+/// The general case of [`resolve_into`]: `p` (after `dir` when relative) split into components
+/// and rejoined under `root` (trimmed of its trailing slash).
+fn by_components(out: &mut String, root: &str, chrooted: bool, dir: Option<&str>, p: &str) {
     out.push_str(root);
     // Components are appended as "/name"; ".." drops the last one, never the root.
     let base = out.len();
@@ -97,6 +91,20 @@ fn is_normal(p: &str) -> bool {
             [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]
         )
     })
+}
+
+/// `p` as (directory, rest), both clean, when nothing needs splitting: a clean absolute `p`
+/// alone, or "." or a clean relative `p` under a clean `dir`.
+fn clean_parts<'a>(dir: Option<&'a str>, p: &'a str) -> Option<(&'a str, &'a str)> {
+    if is_normal(p) {
+        return Some(("", p));
+    }
+    let d = dir.filter(|d| !p.starts_with('/') && is_normal(d))?;
+    if p.is_empty() || p == "." {
+        Some((d, ""))
+    } else {
+        is_normal_relative(p).then_some((d, p))
+    }
 }
 
 /// `p` is relative and normalized: `is_normal("/" + p)`, without building it.
@@ -278,6 +286,55 @@ mod t {
         assert_eq!(resolve("", Some("/d"), "./a"), "/d/a");
         assert_eq!(resolve("", Some("/d/"), "a"), "/d/a");
         assert_eq!(resolve("", Some("/d/../e"), "a"), "/e/a");
+    }
+
+    /// The shortcuts for clean paths give what splitting into components gives.
+    #[test]
+    fn shortcuts_agree_with_the_general_case() {
+        let parts = [
+            "",
+            "/",
+            ".",
+            "..",
+            "a",
+            "run",
+            "/var",
+            "/var/run",
+            "/var/run/x",
+            "/var/runner",
+            "a/b",
+            "/a/b",
+            "a//b",
+            "./a",
+            "a/.",
+            "a/..",
+            "/a/",
+            "/a/.",
+            "/a/..",
+            "/.a",
+            "/..a/b",
+            "//",
+            "/d/../e",
+            "x/./y",
+            "run/x",
+        ];
+        let mut compared = 0;
+        for root in ["", "/", "/r", "/r/"] {
+            let dirs = parts
+                .iter()
+                .filter(|d| d.starts_with('/'))
+                .map(|d| Some(*d));
+            for dir in dirs.chain([None]) {
+                for p in parts {
+                    let mut general = String::new();
+                    let trimmed = root.trim_end_matches('/');
+                    by_components(&mut general, trimmed, !root.is_empty(), dir, p);
+                    assert_eq!(resolve(root, dir, p), general, "{root:?} {dir:?} {p:?}");
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 1000);
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", ""), "/a");
         let set = PathSet::default();
