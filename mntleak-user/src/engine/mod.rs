@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::model::{ContainerInfo, Record};
 pub use crate::report::finding::{Finding, FindingKind};
-use state::{Dentry, Family, MKey, Mount, Ns, Proc};
+use state::{Dentry, Family, Keys, MKey, Mount, Ns, Proc};
 
 pub struct EngineConfig {
     /// Containers to follow; empty follows every container-looking mount.
@@ -88,8 +88,8 @@ pub struct Engine {
     live_mounts: usize,
     ns: HashMap<u64, Ns>,
     procs: HashMap<u32, Proc>,
-    peers: HashMap<u32, Vec<MKey>>,
-    slaves: HashMap<u32, Vec<MKey>>,
+    peers: HashMap<u32, Keys>,
+    slaves: HashMap<u32, Keys>,
     next_group: u32,
     next_fs: u64,
     dev_fs: HashMap<(u32, u32), u64>,
@@ -98,7 +98,7 @@ pub struct Engine {
     families: Vec<Option<Family>>,
     fam_free: Vec<u32>,
     /// Mountpoint dentry -> mounts on it (any namespace), for the unlink rule.
-    mp_index: HashMap<Dentry, Vec<MKey>>,
+    mp_index: HashMap<Dentry, Keys>,
     /// Mountpoint basenames, so unlinks of ordinary files cost one hash lookup.
     mp_base: HashMap<String, u32>,
     /// Mount-namespace inode -> nsfs mounts pinning it.

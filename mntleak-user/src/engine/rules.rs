@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::Engine;
 use super::paths::{basename, join, resolve, strip};
 use super::state::{
-    Cause, Change, CloneMode, Detail, EvInfo, FdObj, MKey, Mount, Ns, Proc, Seed, count_name,
+    Cause, Change, CloneMode, Detail, EvInfo, FdObj, Keys, MKey, Mount, Ns, Proc, Seed, count_name,
     nsfs_mnt_inum,
 };
 use crate::model::{Action, Event, MntNs, MountInfo, NamespaceListing, Snapshot};
@@ -138,7 +138,7 @@ impl Engine {
             let m = Mount {
                 ns,
                 parent,
-                children: Vec::new(),
+                children: Keys::new(),
                 mountpoint: self.paths.get(&mountpoint),
                 root: self.paths.get(&root),
                 source: self.paths.get(mi.source.as_str()),
@@ -1082,7 +1082,7 @@ impl Engine {
         if let Some(n) = self.ns.get_mut(&ns)
             && let Some(v) = n.by_path.get_mut(&mp)
         {
-            v.retain(|&x| x != k);
+            v.retain(|&mut x| x != k);
             if v.is_empty() {
                 n.by_path.remove(&mp);
             }
@@ -1090,7 +1090,7 @@ impl Engine {
         if let Some(d) = d
             && let Some(v) = self.mp_index.get_mut(&d)
         {
-            v.retain(|&x| x != k);
+            v.retain(|&mut x| x != k);
             if v.is_empty() {
                 self.mp_index.remove(&d);
             }
@@ -1144,7 +1144,7 @@ impl Engine {
             self.mm(x).mountpoint = self.paths.join(to, &rel);
         }
         if let Some(old) = self.m(k).parent {
-            self.mm(old).children.retain(|&c| c != k);
+            self.mm(old).children.retain(|&mut c| c != k);
         }
         self.mm(dest).children.push(k);
         self.mm(k).parent = Some(dest);
@@ -1209,7 +1209,7 @@ impl Engine {
         }
         // Re-link: new root detaches from its parent; the old root goes under put_old.
         if let Some(p) = self.m(nr).parent {
-            self.mm(p).children.retain(|&c| c != nr);
+            self.mm(p).children.retain(|&mut c| c != nr);
         }
         self.mm(nr).parent = None;
         let po_parent = {

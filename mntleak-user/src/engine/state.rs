@@ -10,6 +10,10 @@ use super::paths::{Interned, basename, join, strip};
 
 pub(super) type MKey = u32;
 
+/// The mounts of one index entry (at a path, on a dentry, in a peer group, under a mount): one or
+/// two almost always, so held inline.
+pub(super) type Keys = smallvec::SmallVec<[MKey; 2]>;
+
 /// A directory as (filesystem, path inside it); shared by a mount and the unlink index.
 pub(super) type Dentry = (u64, Interned);
 
@@ -78,7 +82,7 @@ impl std::fmt::Display for Detail {
 pub(super) struct Mount {
     pub ns: u64,
     pub parent: Option<MKey>,
-    pub children: Vec<MKey>,
+    pub children: Keys,
     // Shared (not copied) by every copy of the mount: a namespace copy clones them all.
     pub mountpoint: Arc<str>,
     pub root: Arc<str>,
@@ -133,7 +137,7 @@ pub(super) struct Ns {
     pub created_by: Option<Ev>,
     pub copied_from: Option<u64>,
     /// Mountpoint path -> mounts there, bottom first.
-    pub by_path: HashMap<Arc<str>, Vec<MKey>>,
+    pub by_path: HashMap<Arc<str>, Keys>,
     pub mounts: usize,
     /// Known only from a kernel fact: members unknown, never killed for lack of members.
     pub members_unknown: bool,
@@ -402,7 +406,7 @@ impl Engine {
         if let Some(p) = m.parent
             && let Some(Some(pm)) = self.mounts.get_mut(p as usize)
         {
-            pm.children.retain(|&c| c != k);
+            pm.children.retain(|&mut c| c != k);
         }
         for &c in &m.children {
             if let Some(Some(cm)) = self.mounts.get_mut(c as usize) {
@@ -412,7 +416,7 @@ impl Engine {
         if let Some(d) = &m.dentry
             && let Some(v) = self.mp_index.get_mut(d)
         {
-            v.retain(|&x| x != k);
+            v.retain(|&mut x| x != k);
             if v.is_empty() {
                 self.mp_index.remove(d);
             }
@@ -444,7 +448,7 @@ impl Engine {
         }
         if let Some(ns) = self.ns.get_mut(&m.ns) {
             if let Some(v) = ns.by_path.get_mut(&m.mountpoint) {
-                v.retain(|&x| x != k);
+                v.retain(|&mut x| x != k);
                 if v.is_empty() {
                     ns.by_path.remove(&m.mountpoint);
                 }
@@ -496,9 +500,9 @@ impl Engine {
 
     // ---- propagation types -------------------------------------------------------------------
 
-    fn remove_from(map: &mut HashMap<u32, Vec<MKey>>, g: u32, k: MKey) -> bool {
+    fn remove_from(map: &mut HashMap<u32, Keys>, g: u32, k: MKey) -> bool {
         if let Some(v) = map.get_mut(&g) {
-            v.retain(|&x| x != k);
+            v.retain(|&mut x| x != k);
             if v.is_empty() {
                 map.remove(&g);
                 return true;
@@ -697,7 +701,7 @@ impl Engine {
             let m = Mount {
                 ns,
                 parent: p,
-                children: Vec::new(),
+                children: Keys::new(),
                 mountpoint,
                 root: s.root.clone(),
                 source: s.source.clone(),
@@ -919,7 +923,7 @@ impl Engine {
             && let Some(v) = n.by_path.get_mut(&path)
             && v.len() > 1
         {
-            v.retain(|&x| x != top);
+            v.retain(|&mut x| x != top);
             let pos = v
                 .iter()
                 .position(|&x| {
@@ -936,14 +940,14 @@ impl Engine {
     /// Moves mount `e` to hang under `p` at the same mountpoint path.
     pub(super) fn reparent(&mut self, e: MKey, p: MKey) {
         if let Some(old) = self.m(e).parent {
-            self.mm(old).children.retain(|&c| c != e);
+            self.mm(old).children.retain(|&mut c| c != e);
         }
         self.mm(p).children.push(e);
         let old_d = self.m(e).dentry.clone();
         if let Some(d) = &old_d
             && let Some(v) = self.mp_index.get_mut(d)
         {
-            v.retain(|&x| x != e);
+            v.retain(|&mut x| x != e);
             if v.is_empty() {
                 self.mp_index.remove(d);
             }
