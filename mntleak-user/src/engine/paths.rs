@@ -18,15 +18,10 @@ pub fn resolve_into(out: &mut String, root: &str, dir: Option<&str>, p: &str) {
     out.clear();
     // At most this long: one allocation, if any.
     out.reserve(root.len() + dir.map_or(0, str::len) + p.len() + 1);
-    if root.is_empty() && is_normal(p) {
-        // Most paths arrive absolute and clean: nothing to split and rejoin.
-        out.push_str(p);
-        return;
-    }
     let chrooted = !root.is_empty();
     let root = root.trim_end_matches('/');
-    // Clean paths under a chroot, and "." or a clean name under a clean directory (runc's
-    // pivot_root(".", ".") and umount2(".")): concatenated, not split and rejoined.
+    // Most paths arrive absolute and clean, and runc's pivot_root(".", ".") and umount2(".")
+    // name a clean directory: concatenated, not split and rejoined.
     if let Some((d, rel)) = clean_parts(dir, p) {
         out.push_str(root);
         for part in [d, rel] {

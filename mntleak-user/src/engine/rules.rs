@@ -1169,7 +1169,7 @@ impl Engine {
             return;
         };
         let all = self.ns_mounts(ns);
-        let nr_sub: std::collections::HashSet<MKey> = self.subtree(nr).into_iter().collect();
+        let nr_sub: HashSet<MKey> = self.subtree(nr).into_iter().collect();
         let po_abs = join("/", &po_rel);
         let new_mps: Vec<Arc<str>> = all
             .iter()
