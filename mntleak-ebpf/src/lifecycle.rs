@@ -24,14 +24,15 @@ use crate::{
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
     let child_tgid = task_tgid(child);
-    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let parent_tgid = (pid_tgid >> 32) as u32;
     if child_tgid == parent_tgid {
         return 0;
     }
     let Some(ev) = scratch(EventKind::ProcessFork) else {
         return 0;
     };
-    fill_current(&mut ev.task);
+    fill_current(&mut ev.task, pid_tgid);
     ev.args[0] = child_tgid as u64;
     if offsets_valid() {
         ev.new_ns = task_ns(child);
@@ -47,7 +48,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let Some(ev) = scratch(EventKind::ProcessExec) else {
         return 0;
     };
-    fill_current(&mut ev.task);
+    fill_current(&mut ev.task, bpf_get_current_pid_tgid());
     ev.args[0] = tp_field::<i32>(&ctx, 16) as u32 as u64;
     let loc = tp_field::<u32>(&ctx, 8);
     let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
@@ -75,7 +76,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let Some(ev) = scratch(EventKind::ProcessExit) else {
         return 0;
     };
-    fill_current(&mut ev.task);
+    fill_current(&mut ev.task, pid_tgid);
     emit(ev);
     0
 }

@@ -222,7 +222,7 @@ fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
     };
     let ev = &mut slot.ev;
     reset(ev, kind);
-    fill_current(&mut ev.task);
+    fill_current(&mut ev.task, key);
     // `args[6]` of trace_event_raw_sys_enter, after the common fields and the syscall number.
     let a = |i: usize| -> u64 { tp_field::<u64>(ctx, 16 + 8 * i) };
     let mut retry = Retry([0; 3]);

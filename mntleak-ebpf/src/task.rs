@@ -2,8 +2,8 @@
 //! userspace computed from BTF.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-    bpf_probe_read_kernel, generated,
+    bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    generated,
 };
 use mntleak_common::{KernelOffsets, NsInfo, PATH_MAX_CAPTURED, PathRes, TaskInfo, res};
 
@@ -132,11 +132,11 @@ pub fn current_ns() -> NsInfo {
     task_ns(current_task_btf())
 }
 
-/// Everything about the current task.
+/// Everything about the current task, whose `bpf_get_current_pid_tgid()` the caller has already
+/// read (every program needs it first, for its map key or a filter).
 #[inline(always)]
-pub fn fill_current(info: &mut TaskInfo) {
+pub fn fill_current(info: &mut TaskInfo, pid_tgid: u64) {
     let task = current_task_btf();
-    let pid_tgid = bpf_get_current_pid_tgid();
     info.ts_ns = unsafe { bpf_ktime_get_ns() };
     info.tgid = (pid_tgid >> 32) as u32;
     info.tid = pid_tgid as u32;
