@@ -116,7 +116,7 @@ fn a_private_service_namespace() {
     assert_eq!(risk[0].into_mnt_ns_id, w.holders[svc].ns.id);
     assert!(w.umount(0, &merged, false).unwrap());
     assert!(has(&w, svc, &merged), "kernel: the private copy survives");
-    let (eng, f) = engine(&w);
+    let (mut eng, f) = engine(&w);
     let l = leaks(&f);
     assert_eq!(l.len(), 1, "{f:#?}");
     let l = l[0];
@@ -139,19 +139,19 @@ fn a_private_service_namespace() {
     assert_eq!(l.umount.as_ref().unwrap().syscall, "umount2");
     assert_eq!(l.holders[0].pid, w.holders[svc].pid);
     assert_remediation(l, w.holders[svc].pid);
-    w.compare(&eng).unwrap();
+    w.compare(&mut eng).unwrap();
     assert!(w.rmdir(0, &merged).unwrap());
     assert!(
         !has(&w, svc, &merged),
         "kernel: the unlink detached the copy"
     );
-    let (eng, f) = engine(&w);
+    let (mut eng, f) = engine(&w);
     let done = f.iter().rfind(|x| x.id == l.id).unwrap();
     assert_eq!(
         done.resolved.as_ref().unwrap().by.as_ref().unwrap().syscall,
         "rmdir"
     );
-    w.compare(&eng).unwrap();
+    w.compare(&mut eng).unwrap();
 }
 
 /// (b) A daemon in a slave namespace mounts a rootfs; its forked holder keeps that namespace;
@@ -176,7 +176,7 @@ fn b_daemon_restarted_into_new_namespace() {
         "kernel: EINVAL in the new namespace"
     );
     assert!(has(&w, old, &merged));
-    let (eng, f) = engine(&w);
+    let (mut eng, f) = engine(&w);
     let l = leaks(&f);
     assert_eq!(l.len(), 1, "{f:#?}");
     assert_eq!(l[0].reason_code, "stranded");
@@ -196,7 +196,7 @@ fn b_daemon_restarted_into_new_namespace() {
     );
     assert_eq!(l[0].holders[0].pid, w.holders[old].pid);
     assert_remediation(l[0], w.holders[old].pid);
-    w.compare(&eng).unwrap();
+    w.compare(&mut eng).unwrap();
 }
 
 /// (c) A "container" rbinds the runtime directory and makes it rprivate: its copies of every
@@ -222,7 +222,7 @@ fn c_rbind_rprivate_of_runtime_dir() {
         has(&w, ctr, &copy) && !has(&w, ctr, &merged),
         "kernel: only the rprivate copy survives"
     );
-    let (eng, f) = engine(&w);
+    let (mut eng, f) = engine(&w);
     let l = leaks(&f);
     assert_eq!(l.len(), 1, "{f:#?}");
     assert_eq!(l[0].mount.path_in_ns, copy);
@@ -237,7 +237,7 @@ fn c_rbind_rprivate_of_runtime_dir() {
             .contains("MS_REC|MS_PRIVATE")
     );
     assert_remediation(l[0], w.holders[ctr].pid);
-    w.compare(&eng).unwrap();
+    w.compare(&mut eng).unwrap();
 }
 
 /// Whether a network namespace with this inode is still held by a mount or a process.
@@ -313,7 +313,7 @@ fn d_ip_netns(pin: bool) {
     );
     assert_eq!(has(&w, ctr, &pin_path), pin);
     assert_eq!(netns_alive(inum), pin, "kernel: the netns lives iff pinned");
-    let (eng, f) = engine(&w);
+    let (mut eng, f) = engine(&w);
     let nsfs_leak = |x: &&Finding| x.kind == FindingKind::Leak && x.mount.fstype == "nsfs";
     // The moment it leaked: the container's rbind (cut off by its make-rprivate).
     let rbind_copy = f
@@ -369,7 +369,7 @@ fn d_ip_netns(pin: bool) {
             "nothing holds the netns any more: {latest:#?}"
         );
     }
-    w.compare(&eng).unwrap();
+    w.compare(&mut eng).unwrap();
 }
 
 #[test]
@@ -413,7 +413,7 @@ fn e_loop_ext4_volume_stays_busy() {
         Some(libc::EBUSY),
         "kernel: the device is still busy"
     );
-    let (eng, f) = engine(&w);
+    let (mut eng, f) = engine(&w);
     let l = leaks(&f);
     assert_eq!(l.len(), 1, "{f:#?}");
     assert_eq!(
@@ -433,7 +433,7 @@ fn e_loop_ext4_volume_stays_busy() {
         l[0]
     );
     assert_remediation(l[0], w.holders[svc].pid);
-    w.compare(&eng).unwrap();
+    w.compare(&mut eng).unwrap();
     // The holder goes: the copy dies with its namespace and the device is free.
     w.kill(svc);
     assert!(open_excl(&dev.0).is_ok(), "kernel: the device is free");
@@ -455,9 +455,9 @@ fn benign_slave_service_and_short_lived_copy() {
     assert!(w.run(svc, "mount -n --make-rshared /").unwrap());
     assert!(w.umount(0, &merged, false).unwrap());
     assert!(!has(&w, svc, &merged), "kernel: the slave copy was reached");
-    let (eng, f) = engine(&w);
+    let (mut eng, f) = engine(&w);
     assert!(f.is_empty(), "{f:#?}");
-    w.compare(&eng).unwrap();
+    w.compare(&mut eng).unwrap();
     let merged2 = container_rootfs(&mut w, "b2");
     let short = w.unshare(0, "private").unwrap();
     w.kill(short);

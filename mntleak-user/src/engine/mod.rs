@@ -20,7 +20,7 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, rustc_hash::FxBuildHas
 
 use serde::Serialize;
 
-use crate::model::{ContainerInfo, Record};
+use crate::model::{Action, ContainerInfo, Record};
 pub use crate::report::finding::{Finding, FindingKind};
 use state::{Dentry, Family, Keys, MKey, Mount, Ns, Proc};
 
@@ -130,6 +130,8 @@ pub struct Engine {
     /// never die again). Namespace ids are never reused, so remembering recent ones suffices.
     recently_dead: VecDeque<u64>,
     recently_dead_set: HashSet<u64>,
+    /// Namespaces whose copy waits (`Ns::pending_copy`), oldest first.
+    pending_copies: Vec<u64>,
     stats: EngineStats,
 }
 
@@ -176,6 +178,7 @@ impl Engine {
             placed_in: None,
             recently_dead: VecDeque::new(),
             recently_dead_set: HashSet::default(),
+            pending_copies: Vec::new(),
             stats: EngineStats::default(),
         }
     }
@@ -183,6 +186,9 @@ impl Engine {
     /// Apply one record; returns findings raised or changed by it.
     pub fn apply(&mut self, rec: &Record) -> Vec<Finding> {
         self.stats.records += 1;
+        if !lets_copies_wait(rec) {
+            self.make_pending_copies();
+        }
         let placed_in = self.placed_in.take();
         match rec {
             Record::Snapshot(s) => self.apply_snapshot(s),
@@ -249,6 +255,7 @@ impl Engine {
 
     /// End of stream: every leak (open and resolved) and the at-risk copies still alive.
     pub fn finish(&mut self) -> Vec<Finding> {
+        self.make_pending_copies();
         while let Some(f) = self.pending_facts.pop_front() {
             self.apply_pending_fact(f);
         }
@@ -265,7 +272,8 @@ impl Engine {
     }
 
     /// The modelled mount table of a namespace, parents before children.
-    pub fn mount_table(&self, ns_id: u64) -> Vec<ModelMount> {
+    pub fn mount_table(&mut self, ns_id: u64) -> Vec<ModelMount> {
+        self.make_pending_copies();
         self.ns_mounts(ns_id)
             .into_iter()
             .map(|k| {
@@ -296,7 +304,15 @@ impl Engine {
         let mut s = self.stats.clone();
         s.processes = self.procs.len();
         s.namespaces = self.ns.len();
-        s.mounts = self.live_mounts;
+        // A waiting copy (see `copy_ns`) will hold as many mounts as its source.
+        s.mounts = self.live_mounts
+            + self
+                .pending_copies
+                .iter()
+                .filter_map(|id| self.ns.get(id)?.pending_copy.as_ref())
+                .filter_map(|p| self.ns.get(&p.src))
+                .map(|n| n.mounts)
+                .sum::<usize>();
         s.families = self.families.len() - self.fam_free.len();
         s.peer_groups = self.peers.len();
         s.open_leaks = self.leaks.len();
@@ -381,6 +397,26 @@ impl Engine {
                 self.fam_free.push(i);
             }
         }
+    }
+}
+
+/// Records that neither read nor change mounts, so that namespace copies may keep waiting across
+/// them: process lifecycle and the copies themselves (see `Engine::copy_ns`). A short-lived
+/// process that unshares and exits then costs no copy at all.
+fn lets_copies_wait(rec: &Record) -> bool {
+    match rec {
+        Record::Event(e) => {
+            e.ret.is_none_or(|r| r >= 0)
+                && matches!(
+                    e.action,
+                    Action::Fork { .. }
+                        | Action::Clone { .. }
+                        | Action::Unshare { .. }
+                        | Action::Exit
+                )
+        }
+        Record::Lost { .. } => true,
+        _ => false,
     }
 }
 

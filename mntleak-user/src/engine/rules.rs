@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::Engine;
 use super::paths::{basename, join, resolve, strip};
 use super::state::{
-    Cause, Change, CloneMode, Detail, EvInfo, FdObj, Keys, MKey, Mount, Ns, Proc, Seed, count_name,
-    nsfs_mnt_inum,
+    Cause, Change, CloneMode, Detail, EvInfo, FdObj, Keys, MKey, Mount, Ns, PendingCopy, Proc,
+    Seed, count_name, nsfs_mnt_inum,
 };
 use crate::model::{Action, Event, MntNs, MountInfo, NamespaceListing, Snapshot};
 use crate::uapi::*;
@@ -248,6 +248,7 @@ impl Engine {
     /// none was added (the listing may not show it yet), and sets propagation only if none
     /// changed. Kernel ids are always taken.
     pub(super) fn apply_pending_fact(&mut self, f: NamespaceListing) {
+        self.make_pending_copies();
         let during_read = |t: Option<u64>| t.is_some_and(|t| t > f.ts_ns);
         let trust = match self.ns.get(&f.ns.id) {
             Some(n) => FactTrust {
@@ -468,6 +469,13 @@ impl Engine {
     }
 
     pub(super) fn kill_ns(&mut self, id: u64, ev: Option<super::state::Ev>) {
+        if self.ns.get(&id).is_some_and(|n| n.pending_copy.is_some()) {
+            // Never made: nothing to remove, and nothing was judged from it.
+            self.pending_copies.retain(|&x| x != id);
+        } else {
+            // Frees mount keys: the copies due before are made first (see `copy_ns`).
+            self.make_pending_copies();
+        }
         let cause = Cause::NsDeath(ev);
         for k in self.ns_mounts(id).into_iter().rev() {
             if self.alive(k) {
@@ -489,25 +497,90 @@ impl Engine {
     }
 
     /// Copies namespace `src` into the new namespace `dst` (unshare/clone with CLONE_NEWNS).
+    /// The copy waits while only process lifecycle records follow (`lets_copies_wait`) when
+    /// nothing can be judged from it at once (`copy_can_wait`): most such namespaces belong to a
+    /// short-lived process and die unread, and copying every mount twice (in, then out) was most
+    /// of the engine's time on a node that forks such helpers.
     fn copy_ns(&mut self, src: u64, dst: MntNs, user: bool, ev: &super::state::Ev) {
-        if self.ns.get(&dst.id).is_some_and(|n| n.mounts > 0) {
+        if self
+            .ns
+            .get(&dst.id)
+            .is_some_and(|n| n.mounts > 0 || n.pending_copy.is_some())
+        {
             return; // already copied (task_newtask and clone's exit both report it)
         }
+        let can_wait = self.copy_can_wait(src);
         {
             let runtime = runtime_init_comm(&ev.comm);
+            let ts = self.event_ts;
             let n = self.ensure_ns(dst);
             n.created_by = Some(ev.clone());
             n.copied_from = Some(src);
             n.runtime = runtime;
             n.runtime_setup = runtime;
+            if can_wait {
+                n.pending_copy = Some(PendingCopy {
+                    src,
+                    user,
+                    ev: ev.clone(),
+                    ts,
+                });
+            }
         }
+        if can_wait {
+            self.pending_copies.push(dst.id);
+            return;
+        }
+        // Mount keys are handed out in stream order, as if no copy had waited.
+        self.make_pending_copies();
+        self.fill_copy(src, dst.id, user, ev);
+    }
+
+    /// Whether copying `src` may wait: no copy of its mounts would be judged at risk (nothing
+    /// container-looking) or pin a namespace (nsfs), and `src` itself is made.
+    fn copy_can_wait(&self, src: u64) -> bool {
+        let Some(n) = self.ns.get(&src) else {
+            return false;
+        };
+        n.pending_copy.is_none()
+            && n.mounts > 0
+            && n.by_path.values().flatten().all(|&k| {
+                let m = self.m(k);
+                &*m.fstype != "nsfs"
+                    && !matches!(self.families.get(m.family as usize), Some(Some(f)) if f.container_looking)
+            })
+    }
+
+    /// Makes the copies that wait, oldest first, each as it would have been made at its call:
+    /// every record that could read or change mounts, and every namespace death that frees
+    /// mount keys, comes here first, so their sources have not changed since.
+    pub(super) fn make_pending_copies(&mut self) {
+        if self.pending_copies.is_empty() {
+            return;
+        }
+        let (event_ts, dirty) = (self.event_ts, self.dirty.len());
+        for id in std::mem::take(&mut self.pending_copies) {
+            let Some(p) = self.ns.get_mut(&id).and_then(|n| n.pending_copy.take()) else {
+                continue;
+            };
+            self.event_ts = p.ts;
+            self.fill_copy(p.src, id, p.user, &p.ev);
+        }
+        self.event_ts = event_ts;
+        // Their calls' own at-risk checks passed them (nothing container-looking), and no
+        // family changed since.
+        self.dirty.truncate(dirty);
+    }
+
+    /// Each mount of `src`, copied into `dst`.
+    fn fill_copy(&mut self, src: u64, dst: u64, user: bool, ev: &super::state::Ev) {
         let mode = if user {
             CloneMode::SharedToSlave
         } else {
             CloneMode::Keep
         };
         let order = self.ns_mounts(src);
-        if let Some(n) = self.ns.get_mut(&dst.id) {
+        if let Some(n) = self.ns.get_mut(&dst) {
             n.by_path.reserve(order.len());
         }
         let idx: HashMap<MKey, usize> = order.iter().enumerate().map(|(i, &k)| (k, i)).collect();
@@ -524,8 +597,7 @@ impl Engine {
                 self.paths.get("/")
             };
             let seed = self.seed_of(k, String::new(), None, mode);
-            let copy =
-                self.instantiate(dst.id, parent, &at, std::slice::from_ref(&seed), Some(ev))[0];
+            let copy = self.instantiate(dst, parent, &at, std::slice::from_ref(&seed), Some(ev))[0];
             keys.push(copy);
         }
     }

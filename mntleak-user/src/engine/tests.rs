@@ -220,19 +220,19 @@ impl S {
         self.ev(pid, comm, in_ns, Action::Exit, None, None)
     }
 
-    fn has(&self, ns_id: u64, mp: &str) -> bool {
+    fn has(&mut self, ns_id: u64, mp: &str) -> bool {
         self.eng
             .mount_table(ns_id)
             .iter()
             .any(|m| m.mountpoint == mp)
     }
 
-    fn get(&self, ns_id: u64, mp: &str) -> ModelMount {
-        self.eng
-            .mount_table(ns_id)
-            .into_iter()
-            .rfind(|m| m.mountpoint == mp)
-            .unwrap_or_else(|| panic!("no {mp} in ns {ns_id}: {:#?}", self.eng.mount_table(ns_id)))
+    fn get(&mut self, ns_id: u64, mp: &str) -> ModelMount {
+        let table = self.eng.mount_table(ns_id);
+        match table.iter().rfind(|m| m.mountpoint == mp) {
+            Some(m) => m.clone(),
+            None => panic!("no {mp} in ns {ns_id}: {table:#?}"),
+        }
     }
 }
 
@@ -863,6 +863,55 @@ fn memory_stays_flat_over_churn() {
     assert!(st.resolved_leaks <= MAX_RESOLVED);
 }
 
+/// A copy with nothing container-looking or nsfs in it waits (`Engine::copy_ns`) until a record
+/// that can read or change mounts. Whether it waited must not show: a helper's copy dies unmade,
+/// a copy of a waiting copy is whole, and a copy cut off before the umount is still the leak
+/// named by its unshare.
+#[test]
+fn a_waiting_namespace_copy_is_made_before_anything_reads_it() {
+    let mut s = S::new();
+    s.mount(1, "systemd", HOST, "tmpfs", "/mnt/data", "tmpfs", 0);
+    s.fork(1, "systemd", HOST, 300);
+    s.unshare(300, "helper", HOST, 3);
+    assert_eq!(s.eng.stats().mounts, 8, "a waiting copy still counts");
+    let f = s.exit(300, "helper", 3);
+    assert!(f.is_empty(), "{f:#?}");
+    assert!(!s.eng.namespaces().contains(&3));
+    assert_eq!(s.eng.stats().mounts, 4);
+
+    s.fork(1, "systemd", HOST, 200);
+    s.unshare(200, "svc", HOST, 2);
+    s.fork(200, "svc", 2, 201);
+    s.unshare(201, "svc-child", 2, 4);
+    let host: Vec<_> = s
+        .eng
+        .mount_table(HOST)
+        .into_iter()
+        .map(|m| m.mountpoint)
+        .collect();
+    for n in [2, 4] {
+        let copy: Vec<_> = s
+            .eng
+            .mount_table(n)
+            .into_iter()
+            .map(|m| m.mountpoint)
+            .collect();
+        assert_eq!(copy, host, "ns {n}");
+    }
+    assert_eq!(
+        s.get(4, "/mnt/data").shared,
+        s.get(HOST, "/mnt/data").shared
+    );
+    s.mount(200, "svc", 2, "none", "/", "", MS_REC | MS_PRIVATE);
+    let f = s.umount(1, "systemd", HOST, "/mnt/data", 0, 0);
+    let l = leaks(&f);
+    assert_eq!(l.len(), 1, "{f:#?}");
+    assert_eq!(l[0].into_mnt_ns_id, 2);
+    assert_eq!(l[0].leaked_by.as_ref().unwrap().pid, 200);
+    assert_eq!(l[0].leaked_by.as_ref().unwrap().syscall, "unshare");
+    assert!(!s.has(4, "/mnt/data"), "the peer copy was reached");
+}
+
 /// The live source reads a new namespace's mounts when it first sees it; that read can land
 /// between the last member's exit event and the namespace's end. Applied after the exit, it must
 /// not bring the namespace back (nothing would ever end it again: a soak grew by hundreds).
@@ -1139,7 +1188,7 @@ fn snapshot_of(mounts: Vec<MountInfo>) -> Engine {
 
 #[test]
 fn snapshot_in_id_order_nests_children_under_the_listed_root() {
-    let eng = snapshot_of(real_host());
+    let mut eng = snapshot_of(real_host());
     let t = eng.mount_table(HOST);
     assert_eq!(t[0].mountpoint, "/", "{t:#?}");
     assert_eq!(t[0].fstype, "ext4", "{t:#?}");

@@ -280,7 +280,7 @@ impl World {
     /// Compares the engine's table with the kernel's for every live holder: mountpoints,
     /// sources, propagation kinds, and the peer-group structure (a bijection between the
     /// engine's group numbers and the kernel's). Returns a description of the first difference.
-    pub fn compare(&self, eng: &mntleak::engine::Engine) -> Result<(), String> {
+    pub fn compare(&self, eng: &mut mntleak::engine::Engine) -> Result<(), String> {
         let mut e2k: HashMap<u32, u32> = HashMap::new();
         let mut k2e: HashMap<u32, u32> = HashMap::new();
         let mut bij = |e: Option<u32>, k: Option<u32>, what: &str| -> Result<(), String> {
