@@ -26,7 +26,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub iterations: u64,
     /// Rounds of (untraced, mntleak, bpftrace), interleaved; the medians are compared.
-    #[arg(long, default_value_t = 11)]
+    #[arg(long, default_value_t = 21)]
     pub rounds: u32,
     /// Aggregate event rates tried for the loss ceiling, ascending (events/s).
     #[arg(
@@ -738,17 +738,18 @@ fn overhead(
     };
     let (mut sys_plain, mut sys_mntleak, mut sys_bpf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut prog_mntleak, mut prog_bpf) = (Vec::new(), Vec::new());
-    // Each traced run is paired with an untraced run just before it: the machine drifts over a
-    // bench, and a ratio of neighbours cancels most of it.
+    // Each traced run sits between two untraced runs and is compared with their mean: the
+    // machine drifts over a bench (by 2x at times on a shared VM), and a ratio to both neighbours
+    // cancels a linear drift, where a ratio to the run before alone takes its slope.
     let (mut plain, mut mntleak, mut bpf) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut plain_b, mut ratios_m, mut ratios_b) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratios_m, mut ratios_b) = (Vec::new(), Vec::new());
     let (mut cpu_ratios_m, mut cpu_ratios_b) = (Vec::new(), Vec::new());
     let (mut lost_mntleak, mut bt_lines) = (0u64, 0u64);
+    let mut before = run(bins)?;
+    plain.push(before.0);
+    let around = |a: (f64, f64), b: (f64, f64)| ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
     for round in 0..args.rounds {
         sys_plain.push(syscall_ns(bins)?);
-        let (u, u_cpu) = run(bins)?;
-        plain.push(u);
-
         let t = Traced::mntleak(
             bins,
             &["--quiet", "--json"],
@@ -757,52 +758,79 @@ fn overhead(
         attach_ms.push(t.attach.as_secs_f64() * 1e3);
         let (m, m_cpu) = run(bins)?;
         mntleak.push(m);
-        ratios_m.push(m / u);
-        cpu_ratios_m.push(m_cpu / u_cpu);
         sys_mntleak.push(syscall_ns(bins)?);
         prog_mntleak.push(bpf_ns(bins, t.pid())?);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
 
-        let (u, u_cpu) = run(bins)?;
-        plain_b.push(u);
+        let between = run(bins)?;
+        plain.push(between.0);
+        let (u, u_cpu) = around(before, between);
+        ratios_m.push(m / u);
+        cpu_ratios_m.push(m_cpu / u_cpu);
+
         let out = dir.join("tmp/overhead-bpftrace.out");
         let t = Traced::bpftrace(out.clone())?;
         let (b, b_cpu) = run(bins)?;
         bpf.push(b);
-        ratios_b.push(b / u);
-        cpu_ratios_b.push(b_cpu / u_cpu);
         sys_bpf.push(syscall_ns(bins)?);
         prog_bpf.push(bpf_ns(bins, t.pid())?);
         t.stop()?;
         bt_lines +=
             std::fs::read(&out).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64);
+
+        let after = run(bins)?;
+        plain.push(after.0);
+        let (ub, ub_cpu) = around(between, after);
+        ratios_b.push(b / ub);
+        cpu_ratios_b.push(b_cpu / ub_cpu);
+        before = after;
         println!(
             "  round {}: mntleak {:.1} µs/iter against {:.1} untraced ({:.3}, CPU {:.3}); \
              bpftrace {:.1} against {:.1} ({:.3}, CPU {:.3})",
             round + 1,
             m / 1e3,
-            plain[plain.len() - 1] / 1e3,
+            u / 1e3,
             ratios_m[ratios_m.len() - 1],
             cpu_ratios_m[cpu_ratios_m.len() - 1],
             b / 1e3,
-            u / 1e3,
+            ub / 1e3,
             ratios_b[ratios_b.len() - 1],
             cpu_ratios_b[cpu_ratios_b.len() - 1],
         );
     }
     let samples = json!({
         "untraced_ns_per_iter": plain, "mntleak_ns_per_iter": mntleak,
-        "untraced_before_bpftrace_ns_per_iter": plain_b, "bpftrace_ns_per_iter": bpf,
+        "bpftrace_ns_per_iter": bpf,
         "ratios_mntleak": ratios_m, "ratios_bpftrace": ratios_b,
         "cpu_ratios_mntleak": cpu_ratios_m, "cpu_ratios_bpftrace": cpu_ratios_b,
     });
-    plain.extend(plain_b);
+    // How far the rounds spread: with host noise of several percent per run, a median of
+    // rounds is known only to about a quarter of this range.
+    let quartiles = |v: &[f64]| -> Value {
+        if v.is_empty() {
+            return Value::Null;
+        }
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        json!([
+            (at(0.25) * 1e4).round() / 1e4,
+            (at(0.75) * 1e4).round() / 1e4
+        ])
+    };
+    let spread = json!({
+        "ratio_mntleak": quartiles(&ratios_m),
+        "ratio_bpftrace": quartiles(&ratios_b),
+        "cpu_ratio_mntleak": quartiles(&cpu_ratios_m),
+    });
     let (p, m, b) = (median(&mut plain), median(&mut mntleak), median(&mut bpf));
     let (rm, rb) = (median(&mut ratios_m), median(&mut ratios_b));
     let (cm, cb) = (median(&mut cpu_ratios_m), median(&mut cpu_ratios_b));
     println!(
-        "  median paired ratio: mntleak {rm:.3} (CPU {cm:.3}), bpftrace {rb:.3} (CPU {cb:.3})"
+        "  median paired ratio: mntleak {rm:.3} (CPU {cm:.3}), bpftrace {rb:.3} (CPU {cb:.3}); \
+         mntleak's quartiles {}",
+        spread["ratio_mntleak"]
     );
     let (sp, sm, sb) = (
         median(&mut sys_plain),
@@ -831,6 +859,7 @@ fn overhead(
         "bpf_time_vs_bpftrace": (pm / pb * 1e3).round() / 1e3,
         "mntleak_lost": lost_mntleak,
         "bpftrace_lines": bt_lines,
+        "quartiles": spread,
         "samples": samples,
     }))
 }
