@@ -186,7 +186,7 @@ impl Engine {
     /// Apply one record; returns findings raised or changed by it.
     pub fn apply(&mut self, rec: &Record) -> Vec<Finding> {
         self.stats.records += 1;
-        if !lets_copies_wait(rec) {
+        if !self.pending_copies.is_empty() && !lets_copies_wait(rec) {
             self.make_pending_copies();
         }
         let placed_in = self.placed_in.take();
