@@ -294,6 +294,19 @@ pub struct KernelOffsets {
     pub mount_mountpoint: u32,
     /// `mount.mnt_id_unique` (0 on kernels before 6.8)
     pub mount_id_unique: u32,
+    /// Non-zero when the four fields below were found: the caller's cgroup id is then read
+    /// through them, else by `bpf_get_current_cgroup_id`.
+    pub cgroup_valid: u32,
+    /// `task_struct.cgroups`
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp`
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`
+    pub kernfs_node_id: u32,
+    /// `task_struct.comm` (0: unknown, `bpf_get_current_comm` is used)
+    pub task_comm: u32,
 }
 
 #[cfg(feature = "user")]

@@ -253,6 +253,22 @@ impl Btf {
             net_ns_inum: self.need("net", &["ns", "inum"])?,
             ..KernelOffsets::default()
         };
+        o.task_comm = self.offset_of("task_struct", &["comm"]).unwrap_or(0);
+        let cgroup = (
+            self.offset_of("task_struct", &["cgroups"]),
+            self.offset_of("css_set", &["dfl_cgrp"]),
+            self.offset_of("cgroup", &["kn"]),
+            self.offset_of("kernfs_node", &["id"]),
+        );
+        if let (Some(a), Some(b), Some(c), Some(d)) = cgroup {
+            (
+                o.task_cgroups,
+                o.css_set_dfl_cgrp,
+                o.cgroup_kn,
+                o.kernfs_node_id,
+            ) = (a, b, c, d);
+            o.cgroup_valid = 1;
+        }
         match self.path_offsets(&mut o) {
             Ok(()) => o.path_valid = 1,
             Err(e) => tracing::warn!("fd and cwd paths will not be resolved in the kernel: {e}"),
@@ -310,6 +326,10 @@ mod tests {
         assert_ne!(o.task_nsproxy, o.task_tgid);
         // 6.18 has ns_common.ns_id (see kernel-facts.md).
         assert_ne!(o.mnt_ns_id, 0);
+        // What the eBPF side reads instead of the comm and cgroup-id helpers.
+        assert_eq!(o.cgroup_valid, 1, "{o:?}");
+        assert!(o.task_comm > 0 && o.task_comm.is_multiple_of(8), "{o:?}");
+        assert!(o.task_cgroups.is_multiple_of(8) && o.css_set_dfl_cgrp.is_multiple_of(8));
         assert_eq!(btf.offset_of("task_struct", &["no_such_field"]), None);
     }
 

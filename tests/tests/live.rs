@@ -800,3 +800,57 @@ fn each_event_carries_only_its_own_call() {
     assert_eq!(umount.new_mnt_ns, None, "{umount:#?}");
     assert!(umount.resolved.iter().all(Option::is_none), "{umount:#?}");
 }
+
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` or, on hybrid hosts,
+/// `/sys/fs/cgroup/unified`).
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, at, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| std::path::PathBuf::from(at))
+    })
+}
+
+/// The eBPF side reads the caller's cgroup id and comm through BTF offsets (not the helpers):
+/// the id must be the inode of the caller's cgroup2 directory, the comm all 15 bytes prctl set.
+#[test]
+fn events_carry_the_callers_cgroup_id_and_comm() {
+    let Some(mut t) = tracer() else { return };
+    let Some(root) = cgroup2_root() else {
+        eprintln!("skipping: no cgroup2 hierarchy mounted");
+        return;
+    };
+    let dir = root.join(format!("mntleak-live-cg-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let ino = dir.metadata().unwrap().ino();
+    let procs = CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+    let missing = CString::new(format!("/nonexistent-mntleak-{}", std::process::id())).unwrap();
+    let child = fork_child(|| unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+        if fd < 0 {
+            return 10;
+        }
+        // "0" moves the writer itself.
+        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            return 11;
+        }
+        libc::close(fd);
+        if libc::prctl(libc::PR_SET_NAME, c"mntleak-cg-test".as_ptr()) != 0 {
+            return 12;
+        }
+        libc::umount2(missing.as_ptr(), 0); // traced; fails with ENOENT
+        0
+    });
+    let status = reap(child);
+    let _ = std::fs::remove_dir(&dir);
+    assert_eq!(status, 0, "child failed");
+    let evs = events_of(&mut t, child as u32);
+    let umount = evs
+        .iter()
+        .find(|e| matches!(e.action, Action::Umount { .. }))
+        .unwrap_or_else(|| panic!("no umount2 in {evs:#?}"));
+    assert_eq!(umount.ret, Some(-(libc::ENOENT as i64)));
+    assert_eq!(umount.task.cgroup_id, ino, "cgroup id of {}", dir.display());
+    assert_eq!(umount.task.comm.as_str(), "mntleak-cg-test");
+}
