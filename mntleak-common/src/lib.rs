@@ -333,7 +333,7 @@ mod tests {
             2 * 8 + core::mem::size_of::<TaskInfo>() + 16 + 8 + 48 + 256 + 256 + 64 + 2 * 272
         );
         assert_eq!(core::mem::size_of::<PathRes>(), 16 + PATH_MAX_CAPTURED);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 28 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 34 * 4);
     }
 
     #[test]
