@@ -537,7 +537,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         }
     };
     // Figures of the overhead part that go to the top level besides its own.
-    const OVERHEAD_ALSO: [(&str, &str); 6] = [
+    const OVERHEAD_ALSO: [(&str, &str); 7] = [
+        (
+            "overhead_ratio_mntleak_quartiles",
+            "ratio_mntleak_quartiles",
+        ),
         ("overhead_ratio_bpftrace", "ratio_bpftrace"),
         ("added_overhead_vs_bpftrace", "added_overhead_vs_bpftrace"),
         ("overhead_cpu_ratio_mntleak", "cpu_ratio_mntleak"),
@@ -645,6 +649,11 @@ fn print_table(r: &Value) {
             "overhead_ratio_mntleak",
             "<= 1.03",
         ),
+        (
+            "  quartiles of its per-round ratios",
+            "overhead_ratio_mntleak_quartiles",
+            "-",
+        ),
         ("overhead ratio, bpftrace", "overhead_ratio_bpftrace", "-"),
         (
             "added overhead, mntleak / bpftrace",
@@ -685,6 +694,17 @@ fn print_table(r: &Value) {
     println!("{:<44} {:>16}  target", "measure", "value");
     for (label, key, target) in rows {
         println!("{label:<44} {:>16}  {target}", f(key));
+    }
+    // A median of rounds is known to about a quarter of their quartile range: past 0.05 the host,
+    // not the tracer, decides which side of 1.03 it falls.
+    let q = |i: usize| r["overhead_ratio_mntleak_quartiles"][i].as_f64();
+    if let (Some(q1), Some(q3)) = (q(0), q(1))
+        && q3 - q1 > 0.05
+    {
+        println!(
+            "note: the overhead rounds spread over {q1:.3}..{q3:.3}: too noisy a host for a \
+             verdict at 1.03 (rerun when it is quieter)"
+        );
     }
     println!(
         "machine: {} CPUs, {}; kernel {}; {}",
@@ -762,6 +782,7 @@ fn overhead(
         prog_mntleak.push(bpf_ns(bins, t.pid())?);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
+        std::thread::sleep(SETTLE);
 
         let between = run(bins)?;
         plain.push(between.0);
@@ -778,6 +799,7 @@ fn overhead(
         t.stop()?;
         bt_lines +=
             std::fs::read(&out).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64);
+        std::thread::sleep(SETTLE);
 
         let after = run(bins)?;
         plain.push(after.0);
@@ -859,10 +881,19 @@ fn overhead(
         "bpf_time_vs_bpftrace": (pm / pb * 1e3).round() / 1e3,
         "mntleak_lost": lost_mntleak,
         "bpftrace_lines": bt_lines,
+        "ratio_mntleak_quartiles": spread["ratio_mntleak"].clone(),
         "quartiles": spread,
         "samples": samples,
     }))
 }
+
+/// Pause after a tracer exits, before an untraced run: the kernel frees its programs, perf
+/// events and maps after the process is gone (RCU callbacks, workqueues, TLB flushes for the JIT
+/// images and vmalloc'd maps), and an untraced run measured during that is slowed, which flatters
+/// the tracer. A 2-round run at 05:09 on 2026-12-02 gave traced/untraced ratios of 0.57 and 0.82,
+/// which only slowed untraced runs explain (the host was also noisy then); the pause costs 2 s a
+/// round.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// (a − 1) / (b − 1): how much of b's added cost a adds; None when b added nothing.
 fn added_share(a: f64, b: f64) -> Value {
