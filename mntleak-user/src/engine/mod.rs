@@ -130,8 +130,9 @@ pub struct Engine {
     /// never die again). Namespace ids are never reused, so remembering recent ones suffices.
     recently_dead: VecDeque<u64>,
     recently_dead_set: HashSet<u64>,
-    /// Namespaces whose copy waits (`Ns::pending_copy`), oldest first.
-    pending_copies: Vec<u64>,
+    /// Namespace copies that wait (see `copy_ns`), oldest first. Rarely more than one: any
+    /// record other than process lifecycle makes them.
+    pending_copies: Vec<state::PendingCopy>,
     stats: EngineStats,
 }
 
@@ -309,7 +310,6 @@ impl Engine {
             + self
                 .pending_copies
                 .iter()
-                .filter_map(|id| self.ns.get(id)?.pending_copy.as_ref())
                 .filter_map(|p| self.ns.get(&p.src))
                 .map(|n| n.mounts)
                 .sum::<usize>();

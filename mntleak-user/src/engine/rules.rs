@@ -469,9 +469,9 @@ impl Engine {
     }
 
     pub(super) fn kill_ns(&mut self, id: u64, ev: Option<super::state::Ev>) {
-        if self.ns.get(&id).is_some_and(|n| n.pending_copy.is_some()) {
+        if let Some(i) = self.pending_copies.iter().position(|p| p.dst == id) {
             // Never made: nothing to remove, and nothing was judged from it.
-            self.pending_copies.retain(|&x| x != id);
+            self.pending_copies.remove(i);
         } else {
             // Frees mount keys: the copies due before are made first (see `copy_ns`).
             self.make_pending_copies();
@@ -502,33 +502,25 @@ impl Engine {
     /// short-lived process and die unread, and copying every mount twice (in, then out) was most
     /// of the engine's time on a node that forks such helpers.
     fn copy_ns(&mut self, src: u64, dst: MntNs, user: bool, ev: &super::state::Ev) {
-        if self
-            .ns
-            .get(&dst.id)
-            .is_some_and(|n| n.mounts > 0 || n.pending_copy.is_some())
-        {
+        if self.ns.get(&dst.id).is_some_and(|n| n.mounts > 0) || self.copy_waits(dst.id) {
             return; // already copied (task_newtask and clone's exit both report it)
         }
-        let can_wait = self.copy_can_wait(src);
         {
             let runtime = runtime_init_comm(&ev.comm);
-            let ts = self.event_ts;
             let n = self.ensure_ns(dst);
             n.created_by = Some(ev.clone());
             n.copied_from = Some(src);
             n.runtime = runtime;
             n.runtime_setup = runtime;
-            if can_wait {
-                n.pending_copy = Some(PendingCopy {
-                    src,
-                    user,
-                    ev: ev.clone(),
-                    ts,
-                });
-            }
         }
-        if can_wait {
-            self.pending_copies.push(dst.id);
+        if self.copy_can_wait(src) {
+            self.pending_copies.push(PendingCopy {
+                dst: dst.id,
+                src,
+                user,
+                ev: ev.clone(),
+                ts: self.event_ts,
+            });
             return;
         }
         // Mount keys are handed out in stream order, as if no copy had waited.
@@ -542,13 +534,18 @@ impl Engine {
         let Some(n) = self.ns.get(&src) else {
             return false;
         };
-        n.pending_copy.is_none()
+        !self.copy_waits(src)
             && n.mounts > 0
             && n.by_path.values().flatten().all(|&k| {
                 let m = self.m(k);
                 &*m.fstype != "nsfs"
                     && !matches!(self.families.get(m.family as usize), Some(Some(f)) if f.container_looking)
             })
+    }
+
+    /// Whether namespace `id`'s copy waits.
+    fn copy_waits(&self, id: u64) -> bool {
+        self.pending_copies.iter().any(|p| p.dst == id)
     }
 
     /// Makes the copies that wait, oldest first, each as it would have been made at its call:
@@ -559,12 +556,9 @@ impl Engine {
             return;
         }
         let (event_ts, dirty) = (self.event_ts, self.dirty.len());
-        for id in std::mem::take(&mut self.pending_copies) {
-            let Some(p) = self.ns.get_mut(&id).and_then(|n| n.pending_copy.take()) else {
-                continue;
-            };
+        for p in std::mem::take(&mut self.pending_copies) {
             self.event_ts = p.ts;
-            self.fill_copy(p.src, id, p.user, &p.ev);
+            self.fill_copy(p.src, p.dst, p.user, &p.ev);
         }
         self.event_ts = event_ts;
         // Their calls' own at-risk checks passed them (nothing container-looking), and no

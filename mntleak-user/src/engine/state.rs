@@ -165,13 +165,13 @@ pub(super) struct Ns {
     pub comms: HashSet<String>,
     /// The last command noted (see `note_comm`).
     pub last_comm: String,
-    /// Its copy of the namespace it was made from, not made yet (see `Engine::copy_ns`).
-    pub pending_copy: Option<PendingCopy>,
 }
 
-/// A namespace copy that waits: what making it needs, as it was at the call.
+/// A namespace copy that waits (see `Engine::copy_ns`): what making it needs, as it was at the
+/// call.
 #[derive(Debug)]
 pub(super) struct PendingCopy {
+    pub dst: u64,
     pub src: u64,
     pub user: bool,
     pub ev: Ev,
