@@ -767,7 +767,22 @@ fn overhead(
     let (mut lost_mntleak, mut bt_lines) = (0u64, 0u64);
     let mut before = run(bins)?;
     plain.push(before.0);
-    let around = |a: (f64, f64), b: (f64, f64)| ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
+    // After a tracer has exited: the next untraced run, and the traced run's ratios (wall, CPU) to
+    // the mean of it and the untraced run before the tracer. Returns (next run, that mean).
+    let untraced_after = |before: (f64, f64),
+                          traced: (f64, f64),
+                          plain: &mut Vec<f64>,
+                          ratios: &mut Vec<f64>,
+                          cpu_ratios: &mut Vec<f64>|
+     -> anyhow::Result<((f64, f64), (f64, f64))> {
+        std::thread::sleep(SETTLE);
+        let next = run(bins)?;
+        plain.push(next.0);
+        let mean = ((before.0 + next.0) / 2.0, (before.1 + next.1) / 2.0);
+        ratios.push(traced.0 / mean.0);
+        cpu_ratios.push(traced.1 / mean.1);
+        Ok((next, mean))
+    };
     for round in 0..args.rounds {
         sys_plain.push(syscall_ns(bins)?);
         let t = Traced::mntleak(
@@ -782,13 +797,13 @@ fn overhead(
         prog_mntleak.push(bpf_ns(bins, t.pid())?);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
-        std::thread::sleep(SETTLE);
-
-        let between = run(bins)?;
-        plain.push(between.0);
-        let (u, u_cpu) = around(before, between);
-        ratios_m.push(m / u);
-        cpu_ratios_m.push(m_cpu / u_cpu);
+        let (between, (u, _)) = untraced_after(
+            before,
+            (m, m_cpu),
+            &mut plain,
+            &mut ratios_m,
+            &mut cpu_ratios_m,
+        )?;
 
         let out = dir.join("tmp/overhead-bpftrace.out");
         let t = Traced::bpftrace(out.clone())?;
@@ -799,13 +814,13 @@ fn overhead(
         t.stop()?;
         bt_lines +=
             std::fs::read(&out).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64);
-        std::thread::sleep(SETTLE);
-
-        let after = run(bins)?;
-        plain.push(after.0);
-        let (ub, ub_cpu) = around(between, after);
-        ratios_b.push(b / ub);
-        cpu_ratios_b.push(b_cpu / ub_cpu);
+        let (after, (ub, _)) = untraced_after(
+            between,
+            (b, b_cpu),
+            &mut plain,
+            &mut ratios_b,
+            &mut cpu_ratios_b,
+        )?;
         before = after;
         println!(
             "  round {}: mntleak {:.1} µs/iter against {:.1} untraced ({:.3}, CPU {:.3}); \
