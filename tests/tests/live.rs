@@ -804,12 +804,11 @@ fn each_event_carries_only_its_own_call() {
 /// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` or, on hybrid hosts,
 /// `/sys/fs/cgroup/unified`).
 fn cgroup2_root() -> Option<std::path::PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, at, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| std::path::PathBuf::from(at))
-    })
+    mntleak::sys::mountapi::read_mountinfo("/proc/self/mountinfo")
+        .ok()?
+        .into_iter()
+        .find(|m| m.fstype.as_str() == "cgroup2")
+        .map(|m| std::path::PathBuf::from(m.mountpoint.as_str()))
 }
 
 /// The eBPF side reads the caller's cgroup id and comm through BTF offsets (not the helpers):
