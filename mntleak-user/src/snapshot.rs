@@ -1,7 +1,10 @@
 //! The system's mount state at one moment (every mount namespace, its mounts, its members, the
 //! processes), and the live-loop watcher that reads a namespace's mounts when it first appears.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 use crate::model::{
     self, Action, MntNs, MountInfo, NamespaceListing, NamespaceState, ProcessState, Record,
@@ -165,31 +168,68 @@ pub fn take_snapshot(now_ns: u64) -> Result<model::Snapshot, SysError> {
 /// Reads a namespace's mounts the first time an event shows it. Runs in the live loop: one
 /// HashSet lookup per event; the set is pruned against the kernel's live namespaces when it grows.
 pub struct NamespaceWatcher {
-    seen: HashSet<u64>,
+    seen: FxHashSet<u64>,
     prune_at: usize,
+    /// Namespaces of the current batch that were made and gone within it (see `begin_batch`).
+    gone_in_batch: FxHashSet<u64>,
 }
 
 const PRUNE_MIN: usize = 1024;
 
 impl NamespaceWatcher {
     pub fn new(known: &model::Snapshot) -> Self {
-        let seen: HashSet<u64> = known.namespaces.iter().map(|n| n.ns.id).collect();
+        let seen: FxHashSet<u64> = known.namespaces.iter().map(|n| n.ns.id).collect();
         let prune_at = (seen.len() * 2).max(PRUNE_MIN);
-        Self { seen, prune_at }
+        Self {
+            seen,
+            prune_at,
+            gone_in_batch: FxHashSet::default(),
+        }
+    }
+
+    /// Takes the next batch of records from the ring, before `observe` sees any of them, and
+    /// notes the namespaces that first appear in it and whose every member (each process the
+    /// batch shows entering or acting in it) also exits in it: a helper's fork, unshare and
+    /// exit, made and gone between two reads of the ring. Reading one would cost a listmount
+    /// that fails (about a microsecond each, a tenth of the tracer's time on such churn), and
+    /// the engine has the copy from the unshare or fork already. Such a namespace is not marked
+    /// seen: one kept alive by an nsfs bind mount or an open fd is read when an event shows it
+    /// again (a setns into it, a process acting in it).
+    pub fn begin_batch(&mut self, batch: &[Record]) {
+        self.gone_in_batch.clear();
+        // ns id -> (members seen in the batch, how many of them exited in it).
+        let mut new: FxHashMap<u64, (SmallVec<[u32; 2]>, usize)> = FxHashMap::default();
+        for rec in batch {
+            let Record::Event(ev) = rec else { continue };
+            for (ns, pid) in members(ev) {
+                if ns.id == 0 || self.seen.contains(&ns.id) {
+                    continue;
+                }
+                let (pids, exited) = new.entry(ns.id).or_default();
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+                // An exit's one pair is the process and the namespace it dies in.
+                if matches!(ev.action, Action::Exit) {
+                    *exited += 1;
+                }
+            }
+        }
+        self.gone_in_batch.extend(
+            new.into_iter()
+                .filter(|(_, (pids, exited))| *exited >= pids.len())
+                .map(|(id, _)| id),
+        );
     }
 
     /// A `NamespaceMounts` record when `ev` shows a namespace not seen before, stamped with
     /// `clock()` (called only then: most events need no read, and a clock read per event shows).
     pub fn observe(&mut self, ev: &model::Event, clock: impl Fn() -> u64) -> Option<Record> {
-        // The process that is inside the new namespace, for the /proc fallback.
-        let member = match ev.action {
-            Action::Fork { child } => child,
-            _ => ev.task.pid,
-        };
-        let candidates = [(ev.new_mnt_ns, member), (Some(ev.task.mnt_ns), ev.task.pid)];
-        for (ns, pid) in candidates {
-            let Some(ns) = ns else { continue };
-            if ns.id == 0 || self.seen.contains(&ns.id) {
+        for (ns, pid) in members(ev) {
+            if ns.id == 0
+                || self.seen.contains(&ns.id)
+                || (!self.gone_in_batch.is_empty() && self.gone_in_batch.contains(&ns.id))
+            {
                 continue;
             }
             self.seen.insert(ns.id);
@@ -216,11 +256,23 @@ impl NamespaceWatcher {
             return;
         }
         if let Ok(live) = nsfs::all_mount_namespaces() {
-            let live: HashSet<u64> = live.iter().map(|e| e.ns.id).collect();
+            let live: FxHashSet<u64> = live.iter().map(|e| e.ns.id).collect();
             self.seen.retain(|id| live.contains(id));
         }
         self.prune_at = (self.seen.len() * 2).max(PRUNE_MIN);
     }
+}
+
+/// The namespaces `ev` shows a process in, with that process: the one it made or entered (for a
+/// fork, the child's), then the caller's own.
+fn members(ev: &model::Event) -> impl Iterator<Item = (MntNs, u32)> {
+    let member = match ev.action {
+        Action::Fork { child } => child,
+        _ => ev.task.pid,
+    };
+    [(ev.new_mnt_ns, member), (Some(ev.task.mnt_ns), ev.task.pid)]
+        .into_iter()
+        .filter_map(|(ns, pid)| Some((ns?, pid)))
 }
 
 /// Reads `ns`'s mounts, stamped with `clock()` before and after the read.

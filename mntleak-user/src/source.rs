@@ -52,6 +52,7 @@ impl LiveSource {
     pub fn drain(&mut self, out: &mut Vec<Record>, max: usize) -> usize {
         self.events.clear();
         let n = self.tracer.drain(&mut self.events, max);
+        self.watcher.begin_batch(&self.events);
         for rec in self.events.drain(..) {
             let fact = match &rec {
                 Record::Event(ev) if needs_kernel_view(ev) => {

@@ -148,6 +148,62 @@ fn walk_finds_namespace_held_only_by_fd() {
     assert!(gone, "namespace {} outlived its last fd", ns.id);
 }
 
+/// A namespace that a batch shows made and left by all its members is not read in that batch
+/// (its read would fail: the kernel freed it), and is read after all when a later batch shows it
+/// again, as one kept alive by an nsfs bind mount or an open fd would be. Here a live namespace
+/// stands in for the kept one, and the exit is the record of a process that "left" it.
+#[test]
+fn watcher_passes_over_a_namespace_made_and_gone_in_one_batch() {
+    use mntleak::model::{Action, Event, Record, Task};
+    use mntleak::snapshot::{NamespaceWatcher, take_snapshot};
+    let snap = take_snapshot(1).unwrap();
+    let mut w = NamespaceWatcher::new(&snap);
+    let mut k = Kill(Vec::new());
+    let (pid, dir) = private_ns(&mut k, "gone");
+    let ns = nsfs::mnt_ns_of_pid(pid).unwrap();
+    let event = |task_ns, action, new_mnt_ns| {
+        Record::Event(Event {
+            task: Task {
+                pid,
+                tid: pid,
+                mnt_ns: task_ns,
+                ..Default::default()
+            },
+            action,
+            ret: Some(0),
+            new_mnt_ns,
+            dir: None,
+            resolved: [None, None],
+        })
+    };
+    let unshare = event(
+        snap.host_ns,
+        Action::Unshare {
+            flags: mntleak::uapi::CLONE_NEWNS,
+        },
+        Some(ns),
+    );
+    let exit = event(ns, Action::Exit, None);
+    let fork = event(ns, Action::Fork { child: pid + 1 }, Some(ns));
+    let observe_all = |w: &mut NamespaceWatcher, batch: &[Record]| -> usize {
+        w.begin_batch(batch);
+        batch
+            .iter()
+            .filter_map(|r| match r {
+                Record::Event(ev) => w.observe(ev, || 5),
+                _ => None,
+            })
+            .count()
+    };
+    assert_eq!(observe_all(&mut w, &[unshare.clone(), exit.clone()]), 0);
+    // A member that outlives the batch (the child of a fork): read.
+    assert_eq!(observe_all(&mut w, &[unshare, fork, exit.clone()]), 1);
+    // Seen now, whatever later batches show.
+    assert_eq!(observe_all(&mut w, &[exit]), 0);
+    drop(k);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn watcher_reads_a_new_namespace_once() {
     use mntleak::model::{Action, Event, KStr, NamespaceListing, Record, Task};
