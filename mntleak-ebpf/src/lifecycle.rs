@@ -15,6 +15,7 @@ use mntleak_common::{
 
 use crate::{
     maps::{PENDING, emit, scratch},
+    syscalls::complete_clone,
     task::{fill_current, offsets_valid, task_ns, task_tgid},
     tp_field,
 };
@@ -34,11 +35,19 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     };
     fill_current(&mut ev.task, pid_tgid);
     ev.args[0] = child_tgid as u64;
-    if offsets_valid() {
-        ev.new_ns = task_ns(child);
-        ev.flags |= HAS_NEW_NS;
+    if !offsets_valid() {
+        emit(ev);
+        return 0;
     }
+    let child_ns = task_ns(child);
+    ev.new_ns = child_ns;
+    ev.flags |= HAS_NEW_NS;
+    // Only CLONE_NEWNS puts a child in another mount namespace than its parent's.
+    let new_mnt_ns = child_ns.mnt_ns_inum != ev.task.ns.mnt_ns_inum;
     emit(ev);
+    if new_mnt_ns {
+        complete_clone(pid_tgid, child_tgid, child_ns);
+    }
     0
 }
 

@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use mntleak_common::{
-    Event, EventKind, PATH_MAX_CAPTURED, RESOLVE_AT_ENTER, RESOLVE_AT_EXIT,
+    Event, EventKind, NsInfo, PATH_MAX_CAPTURED, RESOLVE_AT_ENTER, RESOLVE_AT_EXIT,
     flags::{HAS_NEW_NS, HAS_RET, STR_TRUNCATED_SHIFT},
     res,
 };
@@ -415,6 +415,32 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     }
     emit(ev);
     0
+}
+
+/// Sends the clone with `CLONE_NEWNS` that the current thread has in flight, from the fork
+/// tracepoint (`lifecycle`), which runs in the parent once the child exists: clone's and clone3's
+/// exits are not traced when that program is attached, because every fork on the host (the parent
+/// returning, then the child) would run `sys_exit` for nothing. `ret` is the child's pid as every
+/// pid here is (the initial namespace's), not as the caller's pid namespace numbers it. A clone
+/// that fails makes no child, so no namespace, and is not sent; its slot is re-armed by the
+/// thread's next traced syscall.
+#[inline(always)]
+pub fn complete_clone(key: u64, child_tgid: u32, child_ns: NsInfo) {
+    let Some(slot) = PENDING.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a value of PENDING; only this thread uses its key.
+    let slot = unsafe { &mut *slot };
+    let kind = slot.ev.kind;
+    if slot.armed == 0 || (kind != EventKind::Clone as u16 && kind != EventKind::Clone3 as u16) {
+        return;
+    }
+    slot.armed = 0;
+    let ev = &mut slot.ev;
+    ev.ret = child_tgid as i64;
+    ev.new_ns = child_ns;
+    ev.flags |= HAS_RET | HAS_NEW_NS;
+    emit(ev);
 }
 
 macro_rules! enter_program {

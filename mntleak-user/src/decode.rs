@@ -25,8 +25,10 @@
 //! | exec          | 0 old pid                                                    | s0 filename                 |
 //! | exit          |                                                              |                             |
 //!
-//! `ret` is meaningful when `HAS_RET` is set (syscalls); for clone/clone3 it is the child pid.
-//! `new_ns` is meaningful when `HAS_NEW_NS` is set (unshare/setns after success, fork).
+//! `ret` is meaningful when `HAS_RET` is set (syscalls); for clone/clone3 it is the child pid
+//! (in the initial pid namespace, like every pid here, when the fork program sent the event).
+//! `new_ns` is meaningful when `HAS_NEW_NS` is set (unshare/setns after success, fork, clone
+//! sent by the fork program).
 //! `res[i]` is the kernel's resolution of string slot i when it is a path argument given as
 //! `/proc/self/fd/N`, relative, or empty with a dirfd: a base directory for the first `skip`
 //! bytes of the argument (all of a relative one: skip 0), to which the rest is relative.

@@ -48,6 +48,9 @@ pub const SYSCALLS: &[&str] = &[
     "chroot",
 ];
 
+/// The syscalls whose exits go untraced while the fork program is attached.
+const CLONE_SYSCALLS: &[&str] = &["clone", "clone3"];
+
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Clone, Copy, Debug)]
@@ -215,12 +218,42 @@ impl Tracer {
         if let Err(why) = install_resolvers(&mut ebpf) {
             note("paths/resolve_paths".into(), why, &mut missing);
         }
+        // First: whether clone's exits need tracing depends on it.
         let mut attached = 0usize;
+        let fork = (|| -> Result<(), String> {
+            let kbtf = aya::Btf::from_sys_fs().map_err(|e| format!("btf: {e}"))?;
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut("sched_process_fork")
+                .ok_or("program not in the object")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            p.load("sched_process_fork", &kbtf)
+                .map_err(|e| format!("load: {e}"))?;
+            p.attach().map_err(|e| format!("attach: {e}"))?;
+            Ok(())
+        })();
+        // The fork program tells a clone's new namespace only with the namespace offsets.
+        let fork_sends_clones = match fork {
+            Ok(()) => {
+                attached += 1;
+                offsets.valid != 0
+            }
+            Err(why) => {
+                note("tp_btf/sched_process_fork".into(), why, &mut missing);
+                false
+            }
+        };
         for sc in SYSCALLS {
             let enter = format!("sys_enter_{sc}");
             let exit = format!("sys_exit_{sc}");
             if let Err(why) = attach_tp(&mut ebpf, &enter, "syscalls", &enter) {
                 note(format!("syscalls/{enter}"), why, &mut missing);
+                continue;
+            }
+            // The fork program sends a clone that made a mount namespace (see mntleak-ebpf
+            // `complete_clone`); without it, clone's exits do.
+            if CLONE_SYSCALLS.contains(sc) && fork_sends_clones {
+                attached += 1;
                 continue;
             }
             // Without its exit the enter's events would never be sent.
@@ -234,22 +267,6 @@ impl Tracer {
                 Ok(()) => attached += 1,
                 Err(why) => note(format!("sched/{tp}"), why, &mut missing),
             }
-        }
-        let fork = (|| -> Result<(), String> {
-            let kbtf = aya::Btf::from_sys_fs().map_err(|e| format!("btf: {e}"))?;
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut("sched_process_fork")
-                .ok_or("program not in the object")?
-                .try_into()
-                .map_err(|e| format!("{e}"))?;
-            p.load("sched_process_fork", &kbtf)
-                .map_err(|e| format!("load: {e}"))?;
-            p.attach().map_err(|e| format!("attach: {e}"))?;
-            Ok(())
-        })();
-        match fork {
-            Ok(()) => attached += 1,
-            Err(why) => note("tp_btf/sched_process_fork".into(), why, &mut missing),
         }
         if attached == 0 {
             return Err(LiveError::NothingAttached(

@@ -268,6 +268,10 @@ impl NamespaceWatcher {
 fn members(ev: &model::Event) -> impl Iterator<Item = (MntNs, u32)> {
     let member = match ev.action {
         Action::Fork { child } => child,
+        Action::Clone { .. } => match ev.ret {
+            Some(child) if child > 0 => child as u32,
+            _ => ev.task.pid,
+        },
         _ => ev.task.pid,
     };
     [(ev.new_mnt_ns, member), (Some(ev.task.mnt_ns), ev.task.pid)]
