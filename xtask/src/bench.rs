@@ -938,21 +938,9 @@ impl IdleSpinners {
     fn start() -> anyhow::Result<Self> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        // The CPUs this process may run on (not 0..n: a cpuset may start anywhere).
-        // SAFETY: sched_getaffinity fills the set it is given.
-        let allowed = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
-                bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
-            }
-            set
-        };
-        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-            // SAFETY: `cpu` is below CPU_SETSIZE.
-            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
-            .collect();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut threads = Vec::new();
-        for &cpu in &cpus {
+        for cpu in 0..cpus {
             let flag = stop.clone();
             let (tx, rx) = mpsc::channel();
             threads.push(std::thread::spawn(move || {
@@ -984,10 +972,7 @@ impl IdleSpinners {
                 bail!("cannot pin an idle-priority spinner to CPU {cpu}: {e}");
             }
         }
-        println!(
-            "  idle CPUs spin at SCHED_IDLE instead of halting ({} spinners)",
-            cpus.len()
-        );
+        println!("  idle CPUs spin at SCHED_IDLE instead of halting ({cpus} spinners)");
         Ok(Self { stop, threads })
     }
 }
