@@ -50,10 +50,6 @@ pub struct BenchArgs {
     /// Containers started for the capture-size figure (Docker); without Docker, seconds of churn.
     #[arg(long, default_value_t = 30)]
     pub containers: u32,
-    /// Let idle CPUs halt during the overhead part (see `IdleSpinners`) instead of keeping them
-    /// busy with idle-priority spinners.
-    #[arg(long)]
-    pub no_idle_spin: bool,
     /// Run the soak for this many minutes instead of the benchmark (same as `cargo xtask soak`).
     #[arg(long, value_name = "MINUTES")]
     pub soak_minutes: Option<f64>,
@@ -740,11 +736,6 @@ fn overhead(
         "overhead: {} rounds of {} iterations (untraced, mntleak, bpftrace)",
         args.rounds, args.iterations
     );
-    let spinners = if args.no_idle_spin {
-        None
-    } else {
-        Some(IdleSpinners::start()?)
-    };
     run(bins)?; // warm-up: page cache, slab caches
     // Also the cost of one cheap traced syscall (umount2 EINVAL / unlinkat ENOENT, one worker flat
     // out for a second): the event path alone, without fork and namespace copies.
@@ -886,11 +877,9 @@ fn overhead(
     println!("  one traced syscall: untraced {sp:.0} ns, mntleak {sm:.0} ns, bpftrace {sb:.0} ns");
     let (pm, pb) = (median(&mut prog_mntleak), median(&mut prog_bpf));
     println!("  BPF program time per syscall: mntleak {pm:.0} ns, bpftrace {pb:.0} ns");
-    drop(spinners);
     Ok(json!({
         "iterations": args.iterations,
         "rounds": args.rounds,
-        "idle_spinners": !args.no_idle_spin,
         "median_ns_per_iter": { "untraced": p, "mntleak": m, "bpftrace": b },
         // Medians of the per-round ratios traced / untraced (wall clock).
         "ratio_mntleak": (rm * 1e4).round() / 1e4,
@@ -920,71 +909,6 @@ fn overhead(
 /// which only slowed untraced runs explain (the host was also noisy then); the pause costs 2 s a
 /// round.
 const SETTLE: Duration = Duration::from_secs(1);
-
-/// One spinning thread per CPU at `SCHED_IDLE`, for the overhead part: a CPU with nothing else
-/// to run spins instead of halting. On these VMs (Firecracker, `haltpoll.guest_halt_poll_ns=0`)
-/// the host takes long and varying times to wake a halted vCPU, and the loop wakes the other CPU
-/// several times an iteration (its child, TLB-shootdown IPIs): the untraced loop ran 1,340 to
-/// 1,490 µs an iteration at 06:40 on 2026-12-02, and 680 to 750 µs with these spinners, in
-/// alternate runs. A tracer keeps the other CPU busy part of the time, so with halting CPUs the
-/// comparison measures the host's wake-ups as much as the tracer, in either direction. Idle
-/// priority yields to any other task at once, so the loop and the tracers run as they would.
-struct IdleSpinners {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl IdleSpinners {
-    fn start() -> anyhow::Result<Self> {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut threads = Vec::new();
-        for cpu in 0..cpus {
-            let flag = stop.clone();
-            let (tx, rx) = mpsc::channel();
-            threads.push(std::thread::spawn(move || {
-                // SAFETY: plain syscalls on this thread (pid 0) with initialised arguments.
-                let ok = unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(cpu, &mut set);
-                    let param = libc::sched_param { sched_priority: 0 };
-                    libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) == 0
-                        && libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0
-                };
-                let _ = tx.send(if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                });
-                if !ok {
-                    return;
-                }
-                // No pause instruction: spinning on one would make the host deschedule the vCPU
-                // (pause-loop exiting), which is the halt this avoids.
-                while !flag.load(Ordering::Relaxed) {
-                    std::hint::black_box(());
-                }
-            }));
-            let started = rx.recv().context("an idle spinner died at start")?;
-            if let Err(e) = started {
-                stop.store(true, Ordering::Relaxed);
-                bail!("cannot pin an idle-priority spinner to CPU {cpu}: {e}");
-            }
-        }
-        println!("  idle CPUs spin at SCHED_IDLE instead of halting ({cpus} spinners)");
-        Ok(Self { stop, threads })
-    }
-}
-
-impl Drop for IdleSpinners {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 /// (a − 1) / (b − 1): how much of b's added cost a adds; None when b added nothing.
 fn added_share(a: f64, b: f64) -> Value {
