@@ -143,6 +143,8 @@ fn limit_memory(cmd: &mut Command) -> &mut Command {
 
 /// A running tracer (mntleak-trace or bpftrace) whose stdout goes to a file.
 struct Traced {
+    /// "mntleak-trace" or "bpftrace", for errors.
+    name: &'static str,
     child: Child,
     stdout: PathBuf,
     attach: Duration,
@@ -171,6 +173,7 @@ impl Traced {
             }
         });
         let mut t = Self {
+            name: "mntleak-trace",
             child,
             stdout,
             attach: Duration::ZERO,
@@ -232,6 +235,7 @@ impl Traced {
             .spawn()
             .context("cannot start bpftrace (apt-get install bpftrace)")?;
         let mut t = Self {
+            name: "bpftrace",
             child,
             stdout,
             attach: Duration::ZERO,
@@ -294,7 +298,8 @@ impl Traced {
                 // bpftrace ends by the SIGINT it was sent: that is its normal exit.
                 if let Some(sig) = st.signal().filter(|s| *s != libc::SIGINT) {
                     bail!(
-                        "the tracer died of signal {sig} (an abort is likely the {} GiB memory limit)",
+                        "{} died of signal {sig} (an abort is likely the {} GiB memory limit)",
+                        self.name,
                         TRACER_AS_LIMIT >> 30
                     );
                 }
@@ -303,7 +308,11 @@ impl Traced {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!("the tracer did not exit within 120 s of SIGINT");
+                bail!(
+                    "{} (pid {}) did not exit within 120 s of SIGINT",
+                    self.name,
+                    self.child.id()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
