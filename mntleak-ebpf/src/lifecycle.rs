@@ -42,12 +42,13 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child_ns = task_ns(child);
     ev.new_ns = child_ns;
     ev.flags |= HAS_NEW_NS;
-    // Only CLONE_NEWNS puts a child in another mount namespace than its parent's.
-    let new_mnt_ns = child_ns.mnt_ns_inum != ev.task.ns.mnt_ns_inum;
-    emit(ev);
-    if new_mnt_ns {
+    // Only CLONE_NEWNS puts a child in another mount namespace than its parent's. The clone goes
+    // first: the engine credits a namespace copy to the first record that shows it, and
+    // "clone3(CLONE_NEWNS)" says more than "fork".
+    if child_ns.mnt_ns_inum != ev.task.ns.mnt_ns_inum {
         complete_clone(pid_tgid, child_tgid, child_ns);
     }
+    emit(ev);
     0
 }
 
