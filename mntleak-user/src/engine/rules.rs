@@ -837,6 +837,15 @@ impl Engine {
                 } else {
                     None
                 };
+                // A clone with CLONE_NEWNS but without the child's namespace (a capture from
+                // before the fork program sent such clones, with the exit after the fork event):
+                // the fork event placed the child, and "no namespace" must not move it back.
+                if flags & CLONE_NEWNS != 0
+                    && child_ns.is_none()
+                    && self.procs.contains_key(&(ret as u32))
+                {
+                    return;
+                }
                 let detail = Detail::Clone {
                     call: e.action.name(),
                     flags: *flags,
