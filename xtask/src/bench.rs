@@ -142,6 +142,9 @@ fn limit_memory(cmd: &mut Command) -> &mut Command {
 }
 
 /// A running tracer (mntleak-trace or bpftrace) whose stdout goes to a file.
+/// bpftraces killed because they did not exit on SIGINT (see `Traced::stop`).
+static BPFTRACE_KILLED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 struct Traced {
     /// "mntleak-trace" or "bpftrace", for errors.
     name: &'static str,
@@ -291,7 +294,11 @@ impl Traced {
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // bpftrace 0.17 sometimes never exits after SIGINT here (twice in 2026-12-02's runs, once
+        // 16 rounds into a bench): it is killed after a while and the bench goes on, since its
+        // output is only counted. mntleak-trace not exiting is a bug of ours: the part fails.
+        let patience = if self.name == "bpftrace" { 30 } else { 120 };
+        let deadline = Instant::now() + Duration::from_secs(patience);
         loop {
             if let Some(st) = self.child.try_wait()? {
                 use std::os::unix::process::ExitStatusExt;
@@ -308,8 +315,16 @@ impl Traced {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
+                if self.name == "bpftrace" {
+                    BPFTRACE_KILLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!(
+                        "bench: bpftrace (pid {}) did not exit within {patience} s of SIGINT; killed",
+                        self.child.id()
+                    );
+                    return Ok(None);
+                }
                 bail!(
-                    "{} (pid {}) did not exit within 120 s of SIGINT",
+                    "{} (pid {}) did not exit within {patience} s of SIGINT",
                     self.name,
                     self.child.id()
                 );
@@ -920,6 +935,7 @@ fn overhead(
         "bpf_ns_per_syscall": { "mntleak": pm.round(), "bpftrace": pb.round() },
         "bpf_time_vs_bpftrace": (pm / pb * 1e3).round() / 1e3,
         "mntleak_lost": lost_mntleak,
+        "bpftrace_killed": BPFTRACE_KILLED.load(std::sync::atomic::Ordering::Relaxed),
         "bpftrace_lines": bt_lines,
         "ratio_mntleak_quartiles": spread["ratio_mntleak"].clone(),
         "quartiles": spread,
