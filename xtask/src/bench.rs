@@ -807,15 +807,19 @@ fn overhead(
         cpu_ratios.push(traced.1 / mean.1);
         Ok((next, mean))
     };
-    // The loop runs alone in the rounds, so that each traced run is a tracer start and a settle
-    // away from its untraced neighbours (the cheap-syscall timings come after, on their own).
-    for round in 0..args.rounds {
+    let mut start_mntleak = || -> anyhow::Result<Traced> {
         let t = Traced::mntleak(
             bins,
             &["--quiet", "--json"],
             dir.join("tmp/overhead-mntleak.out"),
         )?;
         attach_ms.push(t.attach.as_secs_f64() * 1e3);
+        Ok(t)
+    };
+    // The loop runs alone in the rounds, so that each traced run is a tracer start and a settle
+    // away from its untraced neighbours (the cheap-syscall timings come after, on their own).
+    for round in 0..args.rounds {
+        let t = start_mntleak()?;
         let (m, m_cpu) = run(bins)?;
         mntleak.push(m);
         let (lost, _) = summary_counts(&t.stop()?);
@@ -860,12 +864,7 @@ fn overhead(
     println!("  one cheap syscall, {MICRO_ROUNDS} rounds (untraced, mntleak, bpftrace)");
     for _ in 0..MICRO_ROUNDS {
         sys_plain.push(syscall_ns(bins)?);
-        let t = Traced::mntleak(
-            bins,
-            &["--quiet", "--json"],
-            dir.join("tmp/overhead-mntleak.out"),
-        )?;
-        attach_ms.push(t.attach.as_secs_f64() * 1e3);
+        let t = start_mntleak()?;
         sys_mntleak.push(syscall_ns(bins)?);
         prog_mntleak.push(bpf_ns(bins, t.pid())?);
         let (lost, _) = summary_counts(&t.stop()?);
