@@ -837,15 +837,6 @@ impl Engine {
                 } else {
                     None
                 };
-                // A clone with CLONE_NEWNS but without the child's namespace (a capture from
-                // before the fork program sent such clones, with the exit after the fork event):
-                // the fork event placed the child, and "no namespace" must not move it back.
-                if flags & CLONE_NEWNS != 0
-                    && child_ns.is_none()
-                    && self.procs.contains_key(&(ret as u32))
-                {
-                    return;
-                }
                 let detail = Detail::Clone {
                     call: e.action.name(),
                     flags: *flags,
@@ -1109,11 +1100,15 @@ impl Engine {
             Some(p) => (p.comm.clone(), p.root.clone(), p.cgroup),
             None => (e.task.comm.as_str().to_string(), String::new(), 0),
         };
+        // Without the child's namespace (a fork event without the namespace offsets, a clone's
+        // exit in captures from before the fork program sent clones) the parent's is a guess:
+        // good enough for a child not seen yet, never a reason to move one already placed.
+        let ns_known = child_ns.is_some_and(|c| c.id != 0);
         let old = self.procs.get(&child).map(|p| (p.ns, p.own_events));
         match old {
             Some((_, true)) => {}
             Some((o, false)) => {
-                if o != cns {
+                if ns_known && o != cns {
                     self.move_member(child, o, cns);
                 }
             }
