@@ -325,6 +325,20 @@ mod tests {
     }
 
     #[test]
+    fn strings_that_are_not_utf8_decode_lossily() {
+        let mut e = blank(EventKind::Umount);
+        // A byte that is never UTF-8, then a valid two-byte character.
+        e.str_len[0] = put(&mut e.str0, b"/mnt/a\xffb/\xc3\xa9");
+        e.flags = flags::STR_PRESENT & 1;
+        e.task.comm[..4].copy_from_slice(b"c\x1b[m");
+        match decode(&e).unwrap().action {
+            Action::Umount { target, .. } => assert_eq!(target.as_str(), "/mnt/a\u{fffd}b/\u{e9}"),
+            other => panic!("wrong action {other:?}"),
+        }
+        assert_eq!(decode(&e).unwrap().task.comm.as_str(), "c\x1b[m");
+    }
+
+    #[test]
     fn unlinkat_removedir_and_negative_dirfd() {
         let mut e = blank(EventKind::Unlinkat);
         e.args[0] = (-100i32) as u32 as u64;

@@ -21,10 +21,13 @@ impl KStr {
         }
     }
     pub fn from_bytes(bytes: &[u8], truncated: bool) -> Self {
-        Self {
-            text: String::from_utf8_lossy(bytes).into_owned(),
-            truncated,
-        }
+        // Strict validation first: it checks ASCII a word at a time, where the lossy decoder goes
+        // byte by byte, and nearly every string from the kernel is ASCII.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(valid) => valid.to_owned(),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        };
+        Self { text, truncated }
     }
     pub fn as_str(&self) -> &str {
         &self.text
