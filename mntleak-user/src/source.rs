@@ -47,9 +47,15 @@ impl LiveSource {
         &self.tracer
     }
 
-    /// Moves up to `max` kernel events into `out`, each followed by the namespace facts it calls
-    /// for; returns the number of events taken (0: the ring is empty).
-    pub fn drain(&mut self, out: &mut Vec<Record>, max: usize) -> usize {
+    /// Takes up to `max` kernel events and hands each to `each`, followed by the namespace facts
+    /// it calls for; returns the number of events taken (0: the ring is empty), or the first
+    /// error of `each`. Records go straight from the batch to `each`: an event is a few hundred
+    /// bytes, and every extra vector it passed through was a copy of them.
+    pub fn drain<E>(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(Record) -> Result<(), E>,
+    ) -> Result<usize, E> {
         self.events.clear();
         let n = self.tracer.drain(&mut self.events, max);
         self.watcher.begin_batch(&self.events);
@@ -61,15 +67,21 @@ impl LiveSource {
                 Record::Event(ev) => self.watcher.observe(ev, monotonic_ns),
                 _ => None,
             };
-            out.push(rec);
-            out.extend(fact);
+            each(rec)?;
+            if let Some(fact) = fact {
+                each(fact)?;
+            }
         }
-        n
+        Ok(n)
     }
 
     /// Everything in the ring now, with its facts, then the losses counted since the last call.
     pub fn drain_all(&mut self, out: &mut Vec<Record>) {
-        while self.drain(out, 4096) > 0 {}
+        let mut push = |rec| {
+            out.push(rec);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        while let Ok(1..) = self.drain(4096, &mut push) {}
         out.extend(self.tracer.take_losses());
     }
 

@@ -165,27 +165,19 @@ async fn trace(
     let mut last_flush = Instant::now();
     let mut last_runtime_check = Instant::now();
     let mut removed_at: Option<Instant> = None;
-    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             guard = ring.readable() => {
                 let mut guard = guard.context("ring buffer poll failed")?;
-                let n = source.drain(&mut batch, BATCH);
-                if n < BATCH {
+                if source.drain(BATCH, |rec| sink.feed(rec))? < BATCH {
                     guard.clear_ready();
-                }
-                for rec in batch.drain(..) {
-                    sink.feed(rec)?;
                 }
             }
             _ = tick.tick() => {
                 // Bounded, so a flood cannot starve signals; the readable branch takes the rest.
                 for _ in 0..TICK_MAX / BATCH {
-                    if source.drain(&mut batch, BATCH) == 0 {
+                    if source.drain(BATCH, |rec| sink.feed(rec))? == 0 {
                         break;
-                    }
-                    for rec in batch.drain(..) {
-                        sink.feed(rec)?;
                     }
                 }
                 if let Some(lost) = source.take_losses() {
@@ -217,11 +209,7 @@ async fn trace(
         }
     }
     // Detach first, then take what is still in the ring.
-    while source.drain(&mut batch, BATCH) > 0 {
-        for rec in batch.drain(..) {
-            sink.feed(rec)?;
-        }
-    }
+    while source.drain(BATCH, |rec| sink.feed(rec))? > 0 {}
     if let Some(lost) = source.take_losses() {
         sink.feed(lost)?;
     }
