@@ -288,6 +288,22 @@ impl Traced {
         self.child.id()
     }
 
+    /// CPU time the tracer's threads have used so far (schedstat: nanoseconds, where
+    /// /proc/<pid>/stat counts 10 ms ticks, coarser than a whole timed run's share).
+    fn cpu_ns(&self) -> anyhow::Result<u64> {
+        let pid = self.pid();
+        let tasks = procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.tasks())
+            .with_context(|| format!("{} (pid {pid}): cannot list its threads", self.name))?;
+        // A thread that ends meanwhile takes its time with it; the tracers' threads live as long
+        // as the process.
+        Ok(tasks
+            .filter_map(Result::ok)
+            .filter_map(|t| t.schedstat().ok())
+            .map(|s| s.sum_exec_runtime)
+            .sum())
+    }
+
     /// SIGINT, then the exit (SIGKILL after two minutes); returns the last JSON line printed.
     fn stop(mut self) -> anyhow::Result<Option<Value>> {
         // Let the last events reach userspace first.
@@ -561,7 +577,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         }
     };
     // Figures of the overhead part that go to the top level besides its own (JSON pointers).
-    const OVERHEAD_ALSO: [(&str, &str); 7] = [
+    const OVERHEAD_ALSO: [(&str, &str); 9] = [
         (
             "overhead_ratio_mntleak_quartiles",
             "/quartiles/ratio_mntleak",
@@ -572,6 +588,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         ("overhead_cpu_ratio_bpftrace", "/cpu_ratio_bpftrace"),
         ("added_cpu_vs_bpftrace", "/added_cpu_vs_bpftrace"),
         ("bpf_time_vs_bpftrace", "/bpf_time_vs_bpftrace"),
+        ("bpf_share_of_loop_cpu", "/bpf_share_of_loop_cpu"),
+        ("tracer_share_of_loop_wall", "/tracer_share_of_loop_wall"),
     ];
     let mut overhead_also = Value::Null;
     part(
@@ -706,6 +724,16 @@ fn print_table(r: &Value) {
             "-",
         ),
         (
+            "mntleak's BPF time / the loop's own CPU",
+            "bpf_share_of_loop_cpu",
+            "-",
+        ),
+        (
+            "mntleak's tracer CPU / the loop's wall time",
+            "tracer_share_of_loop_wall",
+            "-",
+        ),
+        (
             "zero-loss ceiling (events/s)",
             "zero_loss_events_per_sec",
             ">= 200000",
@@ -781,28 +809,43 @@ fn overhead(
         let events = num(&rate(bins)?, "events")?;
         Ok((bpf_run_time_ns(tracer)? - before) as f64 / events.max(1.0))
     };
+    // The same accounting over the loop: BPF time per iteration, the part of the loop's overhead
+    // that runs in its own context.
+    let loop_bpf_ns = |bins: &Bins, tracer: u32| -> anyhow::Result<f64> {
+        let _stats = BpfStats::enable()?;
+        let before = bpf_run_time_ns(tracer)?;
+        run(bins)?;
+        Ok((bpf_run_time_ns(tracer)? - before) as f64 / args.iterations as f64)
+    };
     let (mut sys_plain, mut sys_mntleak, mut sys_bpf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut prog_mntleak, mut prog_bpf) = (Vec::new(), Vec::new());
     // Each traced run sits between two untraced runs and is compared with their mean: the
     // machine drifts over a bench (by 2x at times on a shared VM), and a ratio to both neighbours
     // cancels a linear drift, where a ratio to the run before alone takes its slope.
     let (mut plain, mut mntleak, mut bpf) = (Vec::new(), Vec::new(), Vec::new());
+    // Where mntleak's cost goes, per iteration: the loop's own CPU untraced, mntleak's BPF
+    // programs (in the loop's context, run-time accounting on, cheap-syscall rounds), and the
+    // tracer process's CPU (beside the loop, on the other CPU when it can).
+    let (mut plain_cpu, mut bpf_per_iter, mut tracer_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios_m, mut ratios_b) = (Vec::new(), Vec::new());
     let (mut cpu_ratios_m, mut cpu_ratios_b) = (Vec::new(), Vec::new());
     let (mut lost_mntleak, mut bt_lines) = (0u64, 0u64);
     let mut before = run(bins)?;
     plain.push(before.0);
+    plain_cpu.push(before.1);
     // After a tracer has exited: the next untraced run, and the traced run's ratios (wall, CPU) to
     // the mean of it and the untraced run before the tracer. Returns (next run, that mean).
     let untraced_after = |before: (f64, f64),
                           traced: (f64, f64),
                           plain: &mut Vec<f64>,
+                          plain_cpu: &mut Vec<f64>,
                           ratios: &mut Vec<f64>,
                           cpu_ratios: &mut Vec<f64>|
      -> anyhow::Result<((f64, f64), (f64, f64))> {
         std::thread::sleep(SETTLE);
         let next = run(bins)?;
         plain.push(next.0);
+        plain_cpu.push(next.1);
         let mean = ((before.0 + next.0) / 2.0, (before.1 + next.1) / 2.0);
         ratios.push(traced.0 / mean.0);
         cpu_ratios.push(traced.1 / mean.1);
@@ -821,14 +864,19 @@ fn overhead(
     // away from its untraced neighbours (the cheap-syscall timings come after, on their own).
     for round in 0..args.rounds {
         let t = start_mntleak()?;
+        let cpu_before = t.cpu_ns()?;
         let (m, m_cpu) = run(bins)?;
         mntleak.push(m);
+        // The tracer drains on a 50 ms tick: two of them, and it has taken the loop's last events.
+        std::thread::sleep(Duration::from_millis(100));
+        tracer_cpu.push((t.cpu_ns()? - cpu_before) as f64 / args.iterations as f64);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
         let (between, (u, _)) = untraced_after(
             before,
             (m, m_cpu),
             &mut plain,
+            &mut plain_cpu,
             &mut ratios_m,
             &mut cpu_ratios_m,
         )?;
@@ -844,6 +892,7 @@ fn overhead(
             between,
             (b, b_cpu),
             &mut plain,
+            &mut plain_cpu,
             &mut ratios_b,
             &mut cpu_ratios_b,
         )?;
@@ -868,6 +917,7 @@ fn overhead(
         let t = start_mntleak()?;
         sys_mntleak.push(syscall_ns(bins)?);
         prog_mntleak.push(bpf_ns(bins, t.pid())?);
+        bpf_per_iter.push(loop_bpf_ns(bins, t.pid())?);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
         let t = Traced::bpftrace(dir.join("tmp/overhead-bpftrace.out"))?;
@@ -878,6 +928,8 @@ fn overhead(
     }
     let samples = json!({
         "untraced_ns_per_iter": plain, "mntleak_ns_per_iter": mntleak,
+        "untraced_cpu_ns_per_iter": plain_cpu, "mntleak_bpf_ns_per_iter": bpf_per_iter,
+        "mntleak_tracer_cpu_ns_per_iter": tracer_cpu,
         "bpftrace_ns_per_iter": bpf,
         "ratios_mntleak": ratios_m, "ratios_bpftrace": ratios_b,
         "cpu_ratios_mntleak": cpu_ratios_m, "cpu_ratios_bpftrace": cpu_ratios_b,
@@ -917,6 +969,23 @@ fn overhead(
     println!("  one traced syscall: untraced {sp:.0} ns, mntleak {sm:.0} ns, bpftrace {sb:.0} ns");
     let (pm, pb) = (median(&mut prog_mntleak), median(&mut prog_bpf));
     println!("  BPF program time per syscall: mntleak {pm:.0} ns, bpftrace {pb:.0} ns");
+    let (pc, bi, tc) = (
+        median(&mut plain_cpu),
+        median(&mut bpf_per_iter),
+        median(&mut tracer_cpu),
+    );
+    // Shares of what they compete for: the BPF programs run on the loop's CPU time, the tracer
+    // beside the loop in wall time.
+    let share = |part: f64, whole: f64| (part / whole * 1e4).round() / 1e4;
+    println!(
+        "  per iteration: the loop's own CPU {:.1} µs untraced; mntleak's BPF programs {:.2} µs \
+         ({:.1} % of it); mntleak's tracer process {:.2} µs ({:.1} % of the untraced wall time)",
+        pc / 1e3,
+        bi / 1e3,
+        share(bi, pc) * 1e2,
+        tc / 1e3,
+        share(tc, p) * 1e2
+    );
     Ok(json!({
         "iterations": args.iterations,
         "rounds": args.rounds,
@@ -934,6 +1003,13 @@ fn overhead(
         "syscall_ratio_bpftrace": (sb / sp * 1e3).round() / 1e3,
         "bpf_ns_per_syscall": { "mntleak": pm.round(), "bpftrace": pb.round() },
         "bpf_time_vs_bpftrace": (pm / pb * 1e3).round() / 1e3,
+        "per_iteration_ns": {
+            "untraced_cpu": pc.round(),
+            "mntleak_bpf": bi.round(),
+            "mntleak_tracer_cpu": tc.round(),
+        },
+        "bpf_share_of_loop_cpu": share(bi, pc),
+        "tracer_share_of_loop_wall": share(tc, p),
         "mntleak_lost": lost_mntleak,
         "bpftrace_killed": BPFTRACE_KILLED.load(std::sync::atomic::Ordering::Relaxed),
         "bpftrace_lines": bt_lines,
