@@ -867,8 +867,8 @@ fn overhead(
         let cpu_before = t.cpu_ns()?;
         let (m, m_cpu) = run(bins)?;
         mntleak.push(m);
-        // The tracer drains on a 50 ms tick: two of them, and it has taken the loop's last events.
-        std::thread::sleep(Duration::from_millis(100));
+        // The tracer drains on a 100 ms tick: two of them, and it has taken the loop's last events.
+        std::thread::sleep(Duration::from_millis(200));
         tracer_cpu.push((t.cpu_ns()? - cpu_before) as f64 / args.iterations as f64);
         let (lost, _) = summary_counts(&t.stop()?);
         lost_mntleak += lost.unwrap_or(0);
