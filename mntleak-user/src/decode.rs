@@ -329,7 +329,7 @@ mod tests {
         let mut e = blank(EventKind::Umount);
         // A byte that is never UTF-8, then a valid two-byte character.
         e.str_len[0] = put(&mut e.str0, b"/mnt/a\xffb/\xc3\xa9");
-        e.flags = flags::STR_PRESENT & 1;
+        e.flags = 1; // string slot 0 present
         e.task.comm[..4].copy_from_slice(b"c\x1b[m");
         match decode(&e).unwrap().action {
             Action::Umount { target, .. } => assert_eq!(target.as_str(), "/mnt/a\u{fffd}b/\u{e9}"),
