@@ -327,10 +327,22 @@ impl Event {
     }
 }
 
-/// A path argument only the kernel can place: relative (to a cwd or dirfd) or through `/proc`
-/// (runc's `/proc/self/fd/N`), whose meaning is gone by the time userspace could look.
+/// A path argument only the kernel can place: relative (to a cwd or dirfd), or through a
+/// process's own directory in `/proc` (runc's `/proc/self/fd/N`, `/proc/<pid>/root/...`, and the
+/// `/proc/net` and `/proc/mounts` links into `self`), whose meaning is gone by the time userspace
+/// could look. The rest of `/proc` is an ordinary tree: runc's read-only binds of `/proc/bus`,
+/// `/proc/sys` and the like are placed by path, like any mount (re-reading the namespace after
+/// each of them was two thirds of the namespace reads a container start cost).
 pub fn needs_kernel_placement(p: &str) -> bool {
-    p.starts_with("/proc/") || !p.starts_with('/')
+    let Some(rest) = p.strip_prefix("/proc/") else {
+        return !p.starts_with('/');
+    };
+    let first = rest.split('/').next().unwrap_or_default();
+    // An empty first component ("/proc//self") counts as a pid: unusual spellings stay with the
+    // kernel.
+    let through_a_process = matches!(first, "self" | "thread-self" | "net" | "mounts")
+        || first.bytes().all(|b| b.is_ascii_digit());
+    through_a_process || first == "." || rest.split('/').any(|c| c == "..")
 }
 
 /// Propagation of one mount, as mountinfo shows it.
@@ -459,5 +471,40 @@ pub struct CaptureHeader {
 impl CaptureHeader {
     pub fn wall_ns(&self, ts_ns: u64) -> i64 {
         ts_ns as i64 + self.monotonic_to_wall_ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_kernel_placement;
+
+    #[test]
+    fn only_paths_through_a_process_or_relative_need_the_kernel() {
+        for p in [
+            "/proc/self/fd/7",
+            "/proc/thread-self/fd/7",
+            "/proc/1234/root/var/lib",
+            "/proc/self",
+            "/proc/net/dev_snmp6",
+            "/proc/mounts",
+            "/proc//self/fd/7",
+            "/proc/./self/fd/7",
+            "/proc/bus/../self/fd/7",
+            ".",
+            "merged",
+            "",
+        ] {
+            assert!(needs_kernel_placement(p), "{p:?}");
+        }
+        for p in [
+            "/proc",
+            "/proc/bus",
+            "/proc/sys/kernel",
+            "/proc/sysrq-trigger",
+            "/proc/selfish",
+            "/var/lib/docker/overlay2/x/merged",
+        ] {
+            assert!(!needs_kernel_placement(p), "{p:?}");
+        }
     }
 }
