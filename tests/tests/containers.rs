@@ -841,3 +841,59 @@ fn replay_knows_a_container_created_during_the_capture() {
         );
     }
 }
+
+/// The engine's table of a started container's namespace, rebuilt from the capture, is the
+/// kernel's: runc's read-only binds inside /proc (bus, fs, irq, sys, sysrq-trigger) and the rest of
+/// its setup are placed by path, without the namespace being read again after each of them.
+#[test]
+fn a_started_containers_namespace_is_modelled_as_the_kernel_has_it() {
+    use mntleak::capture::CaptureReader;
+    use mntleak::engine::{Engine, EngineConfig};
+    if !ready() {
+        return;
+    }
+    let docker = Docker::start().expect("dockerd");
+    let cleanup = Cleanup::new(&docker);
+    let cap = Capture::new("modelled");
+    let trace = TraceSession::start(&["--json", "--quiet", "--output", &cap.s()]).expect("tracer");
+    let name = unique_name("mntleak-modelled");
+    cleanup.docker(&name);
+    let id = docker.run_sleeper(&["--name", &name]).expect("docker run");
+    let pid = docker.pid_of(&id).expect("container pid");
+    let (_, ns_id) = mnt_ns_of(pid).expect("container namespace");
+    // mountinfo: id parent major:minor root mountpoint options [optional...] - fstype source ...
+    let mut kernel: Vec<(String, String, String)> =
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .expect("mountinfo")
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let dash = f.iter().position(|x| *x == "-")?;
+                Some((
+                    f[4].to_owned(),
+                    f[3].to_owned(),
+                    f.get(dash + 1)?.to_string(),
+                ))
+            })
+            .collect();
+    kernel.sort();
+    let out = stop(trace);
+    assert!(out.status.code().is_some(), "{out:?}");
+
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut reader = CaptureReader::open(std::slice::from_ref(&cap.path)).expect("capture");
+    while let Some(rec) = reader.next_record().expect("capture record") {
+        engine.apply(rec);
+    }
+    let mut model: Vec<(String, String, String)> = engine
+        .mount_table(ns_id)
+        .into_iter()
+        .map(|m| (m.mountpoint, m.root, m.fstype))
+        .collect();
+    model.sort();
+    assert!(
+        kernel.iter().any(|m| m.0 == "/proc/bus"),
+        "runc no longer binds /proc/bus: {kernel:#?}"
+    );
+    assert_eq!(model, kernel, "the model (left) against mountinfo (right)");
+}
