@@ -337,12 +337,22 @@ pub fn needs_kernel_placement(p: &str) -> bool {
     let Some(rest) = p.strip_prefix("/proc/") else {
         return !p.starts_with('/');
     };
-    let first = rest.split('/').next().unwrap_or_default();
-    // An empty first component ("/proc//self") counts as a pid: unusual spellings stay with the
-    // kernel.
-    let through_a_process = matches!(first, "self" | "thread-self" | "net" | "mounts")
-        || first.bytes().all(|b| b.is_ascii_digit());
-    through_a_process || first == "." || rest.split('/').any(|c| c == "..")
+    in_proc_process_dir(p).is_some()
+        || rest.starts_with("./")
+        || rest == "."
+        || rest.split('/').any(|c| c == "..")
+}
+
+/// What follows the process directory when `p` goes through one in `/proc` (`self`,
+/// `thread-self`, a pid, or the `net` and `mounts` links into `self`): `Some("fd/7")` for
+/// `/proc/self/fd/7`, `Some("")` for `/proc/self`. An empty directory name (`/proc//fd/7`) counts
+/// as a pid, so that an unusual spelling is not taken for an ordinary path.
+pub fn in_proc_process_dir(p: &str) -> Option<&str> {
+    let rest = p.strip_prefix("/proc/")?;
+    let (dir, after) = rest.split_once('/').unwrap_or((rest, ""));
+    (matches!(dir, "self" | "thread-self" | "net" | "mounts")
+        || dir.bytes().all(|b| b.is_ascii_digit()))
+    .then_some(after)
 }
 
 /// Propagation of one mount, as mountinfo shows it.

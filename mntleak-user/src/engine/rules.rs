@@ -1484,13 +1484,7 @@ fn kernel_order(mounts: &[MountInfo]) -> Vec<usize> {
 /// A path the model cannot place: runc mounts onto `/proc/self/fd/N` (an O_PATH fd of the
 /// target); the kernel fact that follows shows the result.
 fn via_proc_fd(p: &str) -> bool {
-    let Some(rest) = p.strip_prefix("/proc/") else {
-        return false;
-    };
-    let mut it = rest.splitn(3, '/');
-    let who = it.next().unwrap_or("");
-    let fd = it.next().unwrap_or("");
-    (who == "self" || who == "thread-self" || who.bytes().all(|b| b.is_ascii_digit())) && fd == "fd"
+    crate::model::in_proc_process_dir(p).is_some_and(|after| after.split('/').next() == Some("fd"))
 }
 
 /// Whether a path argument the engine needs is relative and was not resolved by the kernel.
