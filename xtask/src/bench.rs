@@ -486,6 +486,15 @@ fn bpf_run_time_ns(pid: u32) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// Run time of `tracer`'s BPF programs while `work` runs, with the kernel's accounting on, per
+/// unit of what `work` returns it did (events, iterations).
+fn bpf_ns_per(tracer: u32, work: impl FnOnce() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
+    let _stats = BpfStats::enable()?;
+    let before = bpf_run_time_ns(tracer)?;
+    let units = work()?;
+    Ok((bpf_run_time_ns(tracer)? - before) as f64 / units.max(1.0))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -852,19 +861,14 @@ fn overhead(
     // The same cheap syscalls once more with run-time accounting on: the time the tracer's BPF
     // programs themselves take per syscall (enter + exit), which scheduling noise does not touch.
     // The accounting adds two clock reads per program run to both tracers.
-    let bpf_ns = |bins: &Bins, tracer: u32| -> anyhow::Result<f64> {
-        let _stats = BpfStats::enable()?;
-        let before = bpf_run_time_ns(tracer)?;
-        let events = num(&rate(bins)?, "events")?;
-        Ok((bpf_run_time_ns(tracer)? - before) as f64 / events.max(1.0))
-    };
+    let bpf_ns = |bins: &Bins, tracer: u32| bpf_ns_per(tracer, || num(&rate(bins)?, "events"));
     // The same accounting over the loop: BPF time per iteration, the part of the loop's overhead
     // that runs in its own context.
-    let loop_bpf_ns = |bins: &Bins, tracer: u32| -> anyhow::Result<f64> {
-        let _stats = BpfStats::enable()?;
-        let before = bpf_run_time_ns(tracer)?;
-        run(bins)?;
-        Ok((bpf_run_time_ns(tracer)? - before) as f64 / args.iterations as f64)
+    let loop_bpf_ns = |bins: &Bins, tracer: u32| {
+        bpf_ns_per(tracer, || {
+            run(bins)?;
+            Ok(args.iterations as f64)
+        })
     };
     let (mut sys_plain, mut sys_mntleak, mut sys_bpf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut prog_mntleak, mut prog_bpf) = (Vec::new(), Vec::new());
