@@ -306,9 +306,16 @@ fn round_trip_every_record_variant() {
     let back = r.by_ref().collect::<Result<Vec<_>, _>>().unwrap();
     assert_eq!(back, recs);
     assert_eq!(r.stopped_at(), None);
-    // The in-memory encoder writes the same bytes as the file writer.
+    // The in-memory encoder writes the bytes of a file writer flushing after every record.
+    let flushed = dir.join("flushed");
+    let mut w = CaptureWriter::create(&flushed, &header(), RotateOptions::default()).unwrap();
+    for rec in &recs {
+        w.write(rec).unwrap();
+        w.flush().unwrap();
+    }
+    w.finish().unwrap();
     assert_eq!(
-        std::fs::read(&path).unwrap(),
+        std::fs::read(&flushed).unwrap(),
         encode_to_vec(&header(), &recs)
     );
     std::fs::remove_dir_all(dir).unwrap();
@@ -368,6 +375,77 @@ fn truncation_at_every_offset_stops_at_the_last_whole_record() {
             }
         }
     }
+}
+
+/// A writer's flush is one block of many records: a file cut anywhere keeps every block before
+/// the cut whole, reports the torn one, and loses nothing else; a flipped byte anywhere in a block
+/// is one error at that block.
+#[test]
+fn a_cut_or_damaged_block_loses_that_block_alone() {
+    let dir = scratch("blocks");
+    let path = dir.join("cap");
+    let recs = small();
+    let mut w = CaptureWriter::create(&path, &header(), RotateOptions::default()).unwrap();
+    let mut flushed_after = Vec::new();
+    for (i, rec) in recs.iter().enumerate() {
+        w.write(rec).unwrap();
+        if i % 3 == 2 || i + 1 == recs.len() {
+            w.flush().unwrap();
+            flushed_after.push(i + 1);
+        }
+    }
+    w.finish().unwrap();
+    let full = std::fs::read(&path).unwrap();
+    let spans = frame_spans(&full);
+    assert_eq!(spans.len(), flushed_after.len(), "one block per flush");
+    assert_eq!(spans.last().unwrap().1, full.len());
+    let header_end = spans[0].0;
+    for len in header_end..full.len() {
+        let mut r = CaptureReader::from_bytes("cut.cap", full[..len].to_vec()).unwrap();
+        let got: Vec<Record> = r
+            .by_ref()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("cut at {len}: {e}"));
+        let whole_blocks = spans.iter().take_while(|s| s.1 <= len).count();
+        let kept = whole_blocks.checked_sub(1).map_or(0, |b| flushed_after[b]);
+        assert_eq!(got, recs[..kept], "cut at {len}");
+        let torn = spans.iter().find(|s| s.0 < len && len < s.1);
+        assert_eq!(
+            r.stopped_at(),
+            torn.map(|s| (PathBuf::from("cut.cap"), s.0 as u64)),
+            "cut at {len}"
+        );
+    }
+    for (b, &(start, end)) in spans.iter().enumerate() {
+        for i in start..end {
+            let mut bad = full.clone();
+            bad[i] ^= 0x5a;
+            let items: Vec<_> = CaptureReader::from_bytes("flip.cap", bad)
+                .unwrap()
+                .collect();
+            let kept = b.checked_sub(1).map_or(0, |b| flushed_after[b]);
+            assert!(
+                items[..kept].iter().all(Result::is_ok),
+                "flip at {i}: a record before the damaged block was lost"
+            );
+            if let Some(Err(e)) = items.get(kept) {
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("flip.cap: corrupt capture at byte {start}: ")),
+                    "flip at {i}: {e}"
+                );
+                assert_eq!(
+                    items.len(),
+                    kept + 1,
+                    "flip at {i}: records after the error"
+                );
+            } else {
+                // Only a block length grown past the end of the file reads as a torn tail.
+                assert_eq!(items.len(), kept, "flip at {i}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -887,6 +965,80 @@ fn oversized_records_are_refused_and_the_capture_stays_readable() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A namespace listing interleaves a container's paths with fs types, sources and options. Each
+/// new path is stored as the earlier string it extends plus its own suffix, whatever came between,
+/// so the container's 64-character id is in the file once.
+#[test]
+fn a_listing_of_container_paths_stores_the_container_id_once() {
+    let id = format!("{:064x}", 0x1234_5678_9abc_def0_u64);
+    let root = format!("/var/lib/docker/overlay2/{id}/merged");
+    let subs = [
+        "",
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/sys",
+        "/sys/fs/cgroup",
+        "/dev/mqueue",
+        "/dev/shm",
+        "/etc/resolv.conf",
+        "/etc/hostname",
+        "/etc/hosts",
+    ];
+    let mounts: Vec<MountInfo> = subs
+        .iter()
+        .enumerate()
+        .map(|(i, sub)| MountInfo {
+            mnt_id: 100 + i as u64,
+            parent_id: 99 + i as u64,
+            mountpoint: k(&format!("{root}{sub}")),
+            fstype: k(["overlay", "proc", "tmpfs", "devpts", "sysfs"][i % 5]),
+            source: k(&format!("src{i}")),
+            options: k(&format!("rw,nosuid,relatime,mode={i}")),
+            ..MountInfo::default()
+        })
+        .collect();
+    let rec = Record::NamespaceMounts(NamespaceListing {
+        ts_ns: 1,
+        read_end_ns: 1,
+        ns: MntNs { id: 1, inum: 1 },
+        mounts,
+    });
+    let data = encode_to_vec(&header(), std::slice::from_ref(&rec));
+    let copies = data
+        .windows(id.len())
+        .filter(|w| *w == id.as_bytes())
+        .count();
+    assert_eq!(copies, 1);
+    let back = CaptureReader::from_bytes("ids.cap", data)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert_eq!(back, [rec]);
+}
+
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+/// The varint at the start of `b` and its length in bytes.
+fn read_varint(b: &[u8]) -> (u64, usize) {
+    let mut v = 0;
+    for (i, &x) in b.iter().enumerate() {
+        v |= u64::from(x & 0x7f) << (7 * i);
+        if x & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    panic!("no varint at the start of {} bytes", b.len());
+}
+
 #[test]
 fn a_small_frame_cannot_expand_without_bound() {
     // One 64 KiB dictionary string referenced by every field of thousands of mounts: a 40 KiB
@@ -907,8 +1059,12 @@ fn a_small_frame_cannot_expand_without_bound() {
         mounts: vec![m],
     });
     let mut d = encode_to_vec(&header(), &[rec]);
+    // One block: its length, the string's frame, then the listing's frame, then the CRC.
     let (start, end) = *frame_spans(&d).last().unwrap();
-    let payload = d[start + 2..end - 4].to_vec(); // 1-byte length, type
+    let (_, block_vlen) = read_varint(&d[start..]);
+    let (string_len, string_vlen) = read_varint(&d[start + block_vlen..]);
+    let listing = start + block_vlen + string_vlen + string_len as usize;
+    let payload = d[listing + 2..end - 4].to_vec(); // 1-byte length, type
     assert_eq!(&payload[..4], &[1, 1, 1, 1], "ts, ns id, ns inum, count");
     assert_eq!(
         payload.last(),
@@ -918,24 +1074,17 @@ fn a_small_frame_cannot_expand_without_bound() {
     let one = &payload[4..payload.len() - 1];
     let n = 4000u64;
     let mut body = vec![13u8, 1, 1, 1]; // type NamespaceMounts, ts, ns
-    let mut v = n;
-    while v >= 0x80 {
-        body.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    body.push(v as u8);
+    body.extend(varint(n));
     for _ in 0..n {
         body.extend_from_slice(one);
     }
     body.push(0);
+    let mut frames = d[start + block_vlen..listing].to_vec();
+    frames.extend(varint(body.len() as u64));
+    frames.extend_from_slice(&body);
     d.truncate(start);
-    let mut v = body.len() as u64;
-    while v >= 0x80 {
-        d.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    d.push(v as u8);
-    d.extend_from_slice(&body);
+    d.extend(varint(frames.len() as u64));
+    d.extend_from_slice(&frames);
     d.extend_from_slice(&[0; 4]);
     mntleak::capture::fix_checksums(&mut d);
     let items: Vec<_> = CaptureReader::from_bytes("bomb.cap", d).unwrap().collect();
@@ -943,7 +1092,7 @@ fn a_small_frame_cannot_expand_without_bound() {
     let e = items[0].as_ref().unwrap_err().to_string();
     assert!(
         e.starts_with(&format!(
-            "bomb.cap: corrupt capture at byte {start}: record expands beyond"
+            "bomb.cap: corrupt capture at byte {listing}: record expands beyond"
         )),
         "{e}"
     );
@@ -979,7 +1128,8 @@ fn a_snapshot_bigger_than_the_rotation_size_does_not_rotate_every_record() {
 
 /// `replay` reads ahead on a second thread: from a torn or a corrupt capture it must still print
 /// every record before the damage, in order, and end as the reader does (torn: a note and exit 0;
-/// corrupt: one error line and exit 2). 1000 events span several of the reader's batches.
+/// corrupt: one error line and exit 2). 1000 events span several of the reader's batches, written
+/// in blocks of 10 (a flush every 10 records).
 #[test]
 fn replay_prints_every_record_before_the_damage() {
     let dir = scratch("damaged");
@@ -987,7 +1137,14 @@ fn replay_prints_every_record_before_the_damage() {
         .map(|i| Record::Event(churn_event(i, i / 40)))
         .collect();
     let good = dir.join("good.mntcap");
-    write_file(&good, &recs);
+    let mut w = CaptureWriter::create(&good, &header(), RotateOptions::default()).unwrap();
+    for chunk in recs.chunks(10) {
+        for rec in chunk {
+            w.write(rec).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    w.finish().unwrap();
     let data = std::fs::read(&good).unwrap();
     let printed = |path: &Path| {
         let out = mntleak_tests::run_tracer(&["replay", "--json", path.to_str().unwrap()]);
@@ -1010,7 +1167,8 @@ fn replay_prints_every_record_before_the_damage() {
     let (out, ts) = printed(&torn);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(out.stderr.contains("ends inside a record"), "{out:?}");
-    assert_eq!(ts, all[..999]);
+    // A torn write loses its block, and nothing before it.
+    assert_eq!(ts, all[..990]);
 
     let (start, end) = spans[spans.len() * 2 / 3];
     let mut bad = data.clone();

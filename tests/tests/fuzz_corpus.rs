@@ -55,9 +55,18 @@ fn every_corpus_file_replays_without_panic() {
             clean += 1;
         }
     }
-    // The seeds are real captures: they must replay in full, or this test proves nothing.
-    let every = replay(&dir.join("every-record.cap"));
-    assert!(every.error.is_none() && !every.torn, "{every:?}");
-    assert_eq!(every.records, 21);
+    // The seeds are real captures: they must replay in full, or this test proves nothing. They
+    // span the format's versions: 1 (every-record), 2 (docker-v2-head), 4 (the -v4 ones: blocks).
+    for seed in ["every-record.cap", "every-record-v4.cap"] {
+        let every = replay(&dir.join(seed));
+        assert!(every.error.is_none() && !every.torn, "{seed}: {every:?}");
+        assert_eq!(every.records, 21, "{seed}");
+    }
+    // Heads of real Docker captures, cut inside a frame (version 2) or a block (version 4).
+    for (seed, records) in [("docker-v2-head.cap", 288), ("docker-v4-head.cap", 849)] {
+        let head = replay(&dir.join(seed));
+        assert!(head.error.is_none() && head.torn, "{seed}: {head:?}");
+        assert_eq!(head.records, records, "{seed}");
+    }
     assert!(clean >= 5 && failed >= 5, "clean {clean}, failed {failed}");
 }

@@ -2,8 +2,10 @@
 //! buffering, rotation) and its reader (a rotated set in order, stopping cleanly at a torn tail).
 //!
 //! Layout: `MNTLEAK\0`, format version (u16 LE), header length (u32 LE), header, CRC32 of
-//! version..header; then frames. A frame is a varint length of (type + payload), a type byte, the
-//! payload and a CRC32 (LE) of everything before it in the frame. See `wire.rs` for the payloads.
+//! version..header; then blocks, one per write. A block is a varint length, that many bytes of
+//! frames and a CRC32 (LE) of everything before it in the block. A frame is a varint length of
+//! (type + payload), a type byte and the payload. (Before format 4 there were no blocks, and each
+//! frame ended in a CRC32 of its own.) See `wire.rs` for the payloads.
 
 mod wire;
 
@@ -18,11 +20,12 @@ use bytes::BytesMut;
 
 use crate::model::{CaptureHeader, ContainerInfo, Record, Snapshot};
 
-use wire::{Decoder, Encoder, PREAMBLE, PREFIX_LEN};
+use wire::{BLOCKS_SINCE, Decoder, Encoder, MAX_BLOCK, PREAMBLE, PREFIX_LEN};
 pub use wire::{FORMAT_VERSION, MAGIC, MAX_FRAME};
 
-/// The writer flushes on its own beyond this much buffered data, so memory stays bounded.
-const MAX_BUFFER: usize = 1 << 20;
+/// The writer flushes on its own beyond this much buffered data, so memory stays bounded. It
+/// bounds a block too (but for one big record), and so what one damaged block loses.
+const MAX_BUFFER: usize = 256 << 10;
 /// How often `flush_if_due` writes: a SIGKILL loses at most this much.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// Containers re-emitted at the head of a rotated file; beyond this the oldest are dropped.
@@ -102,8 +105,12 @@ pub struct CaptureWriter {
     header: CaptureHeader,
     rotate: RotateOptions,
     file: Option<File>,
-    /// Whole frames not yet written.
+    /// The file prefix of a file just opened, written with the first block.
+    head: BytesMut,
+    /// Whole frames not yet written: the next block.
     buf: BytesMut,
+    /// What one write puts on disk (the head and a block), kept for its capacity.
+    out: BytesMut,
     enc: Encoder,
     /// Bytes of the current file on disk.
     file_len: u64,
@@ -137,7 +144,9 @@ impl CaptureWriter {
             },
             rotate,
             file: None,
+            head: BytesMut::new(),
             buf: BytesMut::with_capacity(64 << 10),
+            out: BytesMut::with_capacity(64 << 10),
             enc: Encoder::default(),
             file_len: 0,
             preamble_len: 0,
@@ -183,8 +192,7 @@ impl CaptureWriter {
         self.file_len = 0;
         self.enc.reset();
         self.buf.clear();
-        self.buf
-            .extend_from_slice(&wire::encode_header(&self.header, FORMAT_VERSION));
+        self.head = wire::encode_header(&self.header, FORMAT_VERSION);
         let preamble: Vec<Record> = self
             .snapshot
             .iter()
@@ -292,8 +300,9 @@ impl CaptureWriter {
         }
     }
 
+    /// Writes the buffered frames as one block (after the file prefix of a new file).
     fn write_buf(&mut self, records: u64) -> Result<(), CaptureError> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && self.head.is_empty() {
             return Ok(());
         }
         let Some(file) = self.file.as_mut() else {
@@ -305,12 +314,19 @@ impl CaptureWriter {
                 source: io::Error::other("no capture file is open"),
             });
         };
-        match file.write_all(&self.buf) {
+        // One write per block: a SIGKILL leaves whole blocks, and at worst a torn last one.
+        self.out.clear();
+        self.out.extend_from_slice(&self.head);
+        if !self.buf.is_empty() {
+            wire::put_block(&mut self.out, &self.buf);
+        }
+        match file.write_all(&self.out) {
             Ok(()) => {
-                self.file_len += self.buf.len() as u64;
+                self.file_len += self.out.len() as u64;
                 self.durable += records;
                 self.pending -= records;
                 self.buf.clear();
+                self.head.clear();
                 Ok(())
             }
             Err(e) => {
@@ -319,6 +335,7 @@ impl CaptureWriter {
                 let _ = file.set_len(self.file_len);
                 self.failed = Some(e.to_string());
                 self.buf.clear();
+                self.head.clear();
                 Err(CaptureError::Write {
                     path: self.path.clone(),
                     offset: self.file_len,
@@ -390,6 +407,10 @@ struct Source {
     dec: Decoder,
     /// Skip preamble records (every file of a set but the first).
     skip_preamble: bool,
+    /// Frames come in blocks (format 4 on).
+    blocks: bool,
+    /// Bytes of the current block's frames after `pos` (its CRC follows them); 0 between blocks.
+    in_block: usize,
 }
 
 impl Source {
@@ -496,58 +517,140 @@ impl Source {
         let h = wire::decode_header_body(&self.buf[PREFIX_LEN..end], version)
             .map_err(|e| self.corrupt(PREFIX_LEN as u64, format!("header: {e}")))?;
         self.dec.set_version(version);
+        self.blocks = version >= BLOCKS_SINCE;
         self.pos = end + 4;
         Ok(h)
     }
 
+    /// Parses a varint length at `pos`, reading more as needed: `None` if the file ends inside it.
+    fn length(&mut self, start: u64) -> Result<Option<(u64, usize)>, CaptureError> {
+        loop {
+            let avail = &self.buf[self.pos..];
+            match wire::parse_varint(avail) {
+                Ok(Some(v)) => return Ok(Some(v)),
+                Ok(None) => {
+                    let have = avail.len();
+                    if !self.fill(have + 1)? {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(self.corrupt(start, e)),
+            }
+        }
+    }
+
+    /// Opens the next block and checks its CRC; `Some` at the end of the file, or where it ends
+    /// inside the block (`Torn`).
+    fn open_block(&mut self) -> Result<Option<Next>, CaptureError> {
+        let start = self.offset();
+        if !self.fill(1)? {
+            return Ok(Some(Next::End));
+        }
+        let Some((len, vlen)) = self.length(start)? else {
+            return Ok(Some(Next::Torn(start)));
+        };
+        if len < 1 || len > MAX_BLOCK as u64 {
+            return Err(self.corrupt(start, format!("block length {len} is implausible")));
+        }
+        let total = vlen + len as usize + 4;
+        if !self.fill(total)? {
+            return Ok(Some(Next::Torn(start)));
+        }
+        let block = &self.buf[self.pos..self.pos + total];
+        let crc = u32::from_le_bytes(block[total - 4..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&block[..total - 4]) != crc {
+            return Err(self.corrupt(start, "block checksum mismatch"));
+        }
+        self.pos += vlen;
+        self.in_block = len as usize;
+        Ok(None)
+    }
+
+    /// The next frame of the open block, checked by the block's CRC: (type, body range in `buf`).
+    fn block_frame(&mut self, start: u64) -> Result<(u8, std::ops::Range<usize>), CaptureError> {
+        let avail = &self.buf[self.pos..self.pos + self.in_block];
+        let (len, vlen) = match wire::parse_varint(avail) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err(self.corrupt(start, "frame runs past the end of its block")),
+            Err(e) => return Err(self.corrupt(start, e)),
+        };
+        if len < 1 || len > (avail.len() - vlen) as u64 {
+            return Err(self.corrupt(start, format!("frame length {len} runs past its block")));
+        }
+        let total = vlen + len as usize;
+        let ty = avail[vlen];
+        let body = self.pos + vlen + 1..self.pos + total;
+        self.pos += total;
+        self.in_block -= total;
+        if self.in_block == 0 {
+            // Past the block's CRC, checked when it was opened.
+            self.pos += 4;
+        }
+        Ok((ty, body))
+    }
+
     /// The next record of this file (into `slot`, see [`Decoder::frame`]), its clean end, or
-    /// where it ends inside a frame.
+    /// where it ends inside a frame (inside a block, from format 4 on).
     fn next(&mut self, slot: &mut Record) -> Result<Next, CaptureError> {
         loop {
-            let start = self.offset();
-            if !self.fill(1)? {
-                return Ok(Next::End);
+            if self.blocks
+                && self.in_block == 0
+                && let Some(end) = self.open_block()?
+            {
+                return Ok(end);
             }
-            let (len, vlen) = loop {
-                let avail = &self.buf[self.pos..];
-                match wire::parse_varint(avail) {
-                    Ok(Some(v)) => break v,
-                    Ok(None) => {
-                        let have = avail.len();
-                        if !self.fill(have + 1)? {
-                            return Ok(Next::Torn(start));
-                        }
-                    }
-                    Err(e) => return Err(self.corrupt(start, e)),
+            let start = self.offset();
+            let (ty, body) = if self.blocks {
+                self.block_frame(start)?
+            } else {
+                match self.checked_frame(start)? {
+                    Some(frame) => frame,
+                    None if self.buf.len() == self.pos => return Ok(Next::End),
+                    None => return Ok(Next::Torn(start)),
                 }
             };
-            if len < 1 || len > MAX_FRAME as u64 {
-                return Err(self.corrupt(start, format!("frame length {len} is implausible")));
-            }
-            let total = vlen + len as usize + 4;
-            if !self.fill(total)? {
-                return Ok(Next::Torn(start));
-            }
-            let frame = &self.buf[self.pos..self.pos + total];
-            let crc = u32::from_le_bytes(frame[total - 4..].try_into().expect("4 bytes"));
-            if crc32fast::hash(&frame[..total - 4]) != crc {
-                return Err(self.corrupt(start, "frame checksum mismatch"));
-            }
-            let ty = frame[vlen];
-            let body = &frame[vlen + 1..total - 4];
-            let record = self
-                .dec
-                .frame(ty, body, slot)
-                .map_err(|e| CaptureError::Corrupt {
-                    path: self.path.clone(),
-                    offset: start,
-                    what: e,
-                })?;
-            self.pos += total;
+            let record =
+                self.dec
+                    .frame(ty, &self.buf[body], slot)
+                    .map_err(|e| CaptureError::Corrupt {
+                        path: self.path.clone(),
+                        offset: start,
+                        what: e,
+                    })?;
             if record && !(self.skip_preamble && ty & PREAMBLE != 0) {
                 return Ok(Next::Record);
             }
         }
+    }
+
+    /// The next frame of a file before format 4, each with its own CRC: (type, body range in
+    /// `buf`), or `None` where the file ends (cleanly if nothing follows `pos`).
+    fn checked_frame(
+        &mut self,
+        start: u64,
+    ) -> Result<Option<(u8, std::ops::Range<usize>)>, CaptureError> {
+        if !self.fill(1)? {
+            return Ok(None);
+        }
+        let Some((len, vlen)) = self.length(start)? else {
+            return Ok(None);
+        };
+        if len < 1 || len > MAX_FRAME as u64 {
+            return Err(self.corrupt(start, format!("frame length {len} is implausible")));
+        }
+        let total = vlen + len as usize + 4;
+        if !self.fill(total)? {
+            return Ok(None);
+        }
+        let frame = &self.buf[self.pos..self.pos + total];
+        let crc = u32::from_le_bytes(frame[total - 4..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&frame[..total - 4]) != crc {
+            return Err(self.corrupt(start, "frame checksum mismatch"));
+        }
+        let ty = frame[vlen];
+        let body = self.pos + vlen + 1..self.pos + total - 4;
+        self.pos += total;
+        Ok(Some((ty, body)))
     }
 }
 
@@ -719,6 +822,8 @@ fn new_source(path: PathBuf, src: Box<dyn Read + Send>, skip_preamble: bool) -> 
         chunk: 4096,
         dec: Decoder::default(),
         skip_preamble,
+        blocks: false,
+        in_block: 0,
     }
 }
 
@@ -731,18 +836,23 @@ fn open_source(path: &Path, skip_preamble: bool) -> Result<Source, CaptureError>
     Ok(new_source(path.to_owned(), Box::new(f), skip_preamble))
 }
 
-/// Encodes records into an in-memory capture (tests, the fuzzer's seeds, benchmarks).
+/// Encodes records into an in-memory capture (tests, the fuzzer's seeds), each record in a block
+/// of its own: the bytes a writer flushing after every record puts on disk.
 pub fn encode_to_vec(header: &CaptureHeader, records: &[Record]) -> Vec<u8> {
     let mut buf = wire::encode_header(header, FORMAT_VERSION);
     let mut enc = Encoder::default();
+    let mut frames = BytesMut::new();
     for r in records {
-        enc.encode(r, false, &mut buf);
+        frames.clear();
+        enc.encode(r, false, &mut frames);
+        wire::put_block(&mut buf, &frames);
     }
     buf.to_vec()
 }
 
-/// Byte ranges of the frames in `data` (after the header), as far as they parse: `(start, end)`.
-/// For the fuzzer (structure-aware mutations) and tests.
+/// Byte ranges of the checksummed units in `data` (after the header) as far as they parse:
+/// blocks from format 4 on, frames before. `(start, end)`, the end after the CRC. For the fuzzer
+/// (structure-aware mutations) and tests.
 #[doc(hidden)]
 pub fn frame_spans(data: &[u8]) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
@@ -770,7 +880,7 @@ pub fn frame_spans(data: &[u8]) -> Vec<(usize, usize)> {
     spans
 }
 
-/// Recomputes the CRC of every frame that parses, and of the header, so that mutations reach the
+/// Recomputes the CRC of every block (or frame, before format 4) that parses, and of the header, so that mutations reach the
 /// decoders behind the checksums.
 #[doc(hidden)]
 pub fn fix_checksums(data: &mut [u8]) {

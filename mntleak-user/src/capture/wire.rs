@@ -3,8 +3,10 @@
 //! bytes; the dictionaries live in frames of their own, written before the first record using them.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::mem::size_of;
+use std::ops::Bound;
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
@@ -21,9 +23,17 @@ pub const MAGIC: [u8; 8] = *b"MNTLEAK\0";
 /// unchanged.
 /// 3: a namespace listing ends with how long its read took (varint ns; see
 /// `NamespaceListing`); older files read as an instant read.
-pub const FORMAT_VERSION: u16 = 3;
+/// 4: frames come in checksummed blocks, one per write (see `put_block`), and carry no CRC of
+/// their own: on container churn the per-frame CRC was 12 % of the file. A `T_STRING_DELTA` names
+/// the earlier string it extends, not always the previous one.
+pub const FORMAT_VERSION: u16 = 4;
+/// The first format whose frames come in blocks.
+pub const BLOCKS_SINCE: u16 = 4;
 /// A frame larger than this is corruption (a snapshot of 100k mounts is a few MiB).
 pub const MAX_FRAME: usize = 16 << 20;
+/// A block holds what one flush wrote: under 256 KiB of buffered frames plus at most one record of
+/// up to `MAX_FRAME` bytes (with its dictionary entries); anything bigger is corruption.
+pub const MAX_BLOCK: usize = 2 * MAX_FRAME;
 /// What one frame may decode to (strings are shared in the file but copied out per record, so a
 /// crafted frame could otherwise expand a 16 MiB frame into terabytes).
 pub const MAX_EXPANSION: usize = 256 << 20;
@@ -35,8 +45,11 @@ pub const PREFIX_LEN: usize = 8 + 2 + 4;
 // Frame types. `PREAMBLE` marks records re-emitted at the head of a rotated file so the file replays
 // alone; a reader of the whole set skips them in every file but the first.
 pub const T_STRING: u8 = 1;
-/// A dictionary string as the length of the prefix it shares with the previous dictionary string,
-/// then the rest (format 2): container paths share long `/var/lib/docker/overlay2/<id>/` prefixes.
+/// A dictionary string as an earlier dictionary string (how many entries back from the previous
+/// one, 0 for the previous one; from format 4 on, before always the previous one), the length of
+/// the prefix it shares with that one, then the rest: container paths share long
+/// `/var/lib/docker/overlay2/<id>/` prefixes, but a namespace listing interleaves them with
+/// options and fs types, so the best base is seldom the string just before.
 pub const T_STRING_DELTA: u8 = 4;
 pub const T_TASK: u8 = 2;
 pub const T_RESET: u8 = 3;
@@ -97,12 +110,19 @@ pub fn parse_varint(b: &[u8]) -> Result<Option<(u64, usize)>, &'static str> {
     }
 }
 
-/// Appends one whole frame: varint length of (type + payload), type, payload, CRC32 of all before it.
+/// Appends one frame: varint length of (type + payload), type, payload.
 pub fn put_frame(out: &mut BytesMut, ty: u8, payload: &[u8]) {
-    let start = out.len();
     put_varint(out, payload.len() as u64 + 1);
     out.put_u8(ty);
     out.put_slice(payload);
+}
+
+/// Appends one block: varint length of `frames`, the frames, and a CRC32 (LE) of all before it.
+/// A block is what one write put on disk, so a torn or damaged write loses that block alone.
+pub fn put_block(out: &mut BytesMut, frames: &[u8]) {
+    let start = out.len();
+    put_varint(out, frames.len() as u64);
+    out.put_slice(frames);
     let crc = crc32fast::hash(&out[start..]);
     out.put_u32_le(crc);
 }
@@ -257,14 +277,15 @@ struct TaskKey {
 /// Writer-side state of one file: dictionaries and the timestamp base.
 #[derive(Default)]
 pub struct Encoder {
-    strings: HashMap<String, u32>,
+    strings: HashMap<Arc<str>, u32>,
+    /// The same strings in order: the one sharing the longest prefix with a new string is one of
+    /// its two neighbours here.
+    sorted: BTreeMap<Arc<str>, u32>,
     string_bytes: usize,
     tasks: HashMap<TaskKey, u32>,
     prev_ts: u64,
     /// The last resolved path written: the next one is stored as a delta against it.
     prev_resolved: String,
-    /// The last dictionary string written (the reference of a `T_STRING_DELTA`).
-    last_string: String,
     scratch: BytesMut,
     sub: BytesMut,
 }
@@ -273,11 +294,11 @@ impl Encoder {
     /// Forget all dictionaries (new file, or after a `T_RESET` frame).
     pub fn reset(&mut self) {
         self.strings.clear();
+        self.sorted.clear();
         self.tasks.clear();
         self.string_bytes = 0;
         self.prev_ts = 0;
         self.prev_resolved.clear();
-        self.last_string.clear();
     }
 
     /// Forgets the dictionaries and tells the reader to do the same (after frames were dropped).
@@ -339,14 +360,15 @@ impl Encoder {
             None => {
                 let i = self.strings.len() as u32;
                 let text = s.text.as_str();
-                let mut common = shared_prefix(&self.last_string, text);
+                let (base, mut common) = self.nearest(text);
                 while !text.is_char_boundary(common) {
                     common -= 1;
                 }
-                // A short shared prefix does not pay for its varint.
+                // A short shared prefix does not pay for its varints.
                 if common >= 4 {
                     let mut d = std::mem::take(&mut self.sub);
                     d.clear();
+                    put_varint(&mut d, u64::from(i - 1 - base));
                     put_varint(&mut d, common as u64);
                     d.put_slice(&text.as_bytes()[common..]);
                     put_frame(out, T_STRING_DELTA, &d);
@@ -354,14 +376,33 @@ impl Encoder {
                 } else {
                     put_frame(out, T_STRING, text.as_bytes());
                 }
-                self.last_string.clear();
-                self.last_string.push_str(text);
-                self.string_bytes += s.text.len();
-                self.strings.insert(s.text.clone(), i);
+                self.string_bytes += text.len();
+                let key: Arc<str> = Arc::from(text);
+                self.strings.insert(Arc::clone(&key), i);
+                self.sorted.insert(key, i);
                 i
             }
         };
         put_varint(p, (u64::from(idx) << 1) | u64::from(s.truncated));
+    }
+
+    /// The dictionary string sharing the longest prefix with `text` (not in the dictionary):
+    /// its index and the shared length, or (0, 0) when there is none.
+    fn nearest(&self, text: &str) -> (u32, usize) {
+        let below = self
+            .sorted
+            .range::<str, _>((Bound::Unbounded, Bound::Excluded(text)))
+            .next_back();
+        let above = self
+            .sorted
+            .range::<str, _>((Bound::Excluded(text), Bound::Unbounded))
+            .next();
+        below
+            .into_iter()
+            .chain(above)
+            .map(|(k, &i)| (i, shared_prefix(k, text)))
+            .max_by_key(|&(i, common)| (common, i))
+            .unwrap_or((0, 0))
     }
 
     fn event(&mut self, e: &Event, p: &mut BytesMut, out: &mut BytesMut) {
@@ -776,8 +817,26 @@ impl Decoder {
                 return Ok(false);
             }
             T_STRING_DELTA => {
+                let back = if self.version >= BLOCKS_SINCE {
+                    c.varint()?
+                } else {
+                    0
+                };
                 let common = usize::try_from(c.varint()?).map_err(|_| "prefix too long")?;
-                let last = self.strings.last().map(String::as_str).unwrap_or("");
+                let base = usize::try_from(back)
+                    .ok()
+                    .and_then(|back| self.strings.len().checked_sub(back.checked_add(1)?));
+                let last = match base {
+                    Some(b) => self.strings[b].as_str(),
+                    // Before format 4, a delta on an empty dictionary extends the empty string.
+                    None if back == 0 => "",
+                    None => {
+                        return Err(format!(
+                            "dictionary string extends entry {back} back of {}",
+                            self.strings.len()
+                        ));
+                    }
+                };
                 if common > last.len() || !last.is_char_boundary(common) {
                     return Err(format!(
                         "dictionary string shares {common} bytes with a shorter one"
