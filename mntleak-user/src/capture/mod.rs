@@ -12,6 +12,7 @@ mod wire;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -522,52 +523,44 @@ impl Source {
         Ok(h)
     }
 
-    /// Parses a varint length at `pos`, reading more as needed: `None` if the file ends inside it.
-    fn length(&mut self, start: u64) -> Result<Option<(u64, usize)>, CaptureError> {
-        loop {
+    /// Reads the checksummed unit at `pos` (a block, or a frame before format 4: a varint length,
+    /// that many bytes, and a CRC32 of both) into `buf` and checks it; `pos` stays at its start.
+    fn checked_unit(&mut self, what: &str, max: usize) -> Result<Unit, CaptureError> {
+        let start = self.offset();
+        if !self.fill(1)? {
+            return Ok(Unit::End);
+        }
+        let (len, vlen) = loop {
             let avail = &self.buf[self.pos..];
             match wire::parse_varint(avail) {
-                Ok(Some(v)) => return Ok(Some(v)),
+                Ok(Some(v)) => break v,
                 Ok(None) => {
                     let have = avail.len();
                     if !self.fill(have + 1)? {
-                        return Ok(None);
+                        return Ok(Unit::Torn(start));
                     }
                 }
                 Err(e) => return Err(self.corrupt(start, e)),
             }
-        }
-    }
-
-    /// Opens the next block and checks its CRC; `Some` at the end of the file, or where it ends
-    /// inside the block (`Torn`).
-    fn open_block(&mut self) -> Result<Option<Next>, CaptureError> {
-        let start = self.offset();
-        if !self.fill(1)? {
-            return Ok(Some(Next::End));
-        }
-        let Some((len, vlen)) = self.length(start)? else {
-            return Ok(Some(Next::Torn(start)));
         };
-        if len < 1 || len > MAX_BLOCK as u64 {
-            return Err(self.corrupt(start, format!("block length {len} is implausible")));
+        if len < 1 || len > max as u64 {
+            return Err(self.corrupt(start, format!("{what} length {len} is implausible")));
         }
-        let total = vlen + len as usize + 4;
+        let len = len as usize;
+        let total = vlen + len + 4;
         if !self.fill(total)? {
-            return Ok(Some(Next::Torn(start)));
+            return Ok(Unit::Torn(start));
         }
-        let block = &self.buf[self.pos..self.pos + total];
-        let crc = u32::from_le_bytes(block[total - 4..].try_into().expect("4 bytes"));
-        if crc32fast::hash(&block[..total - 4]) != crc {
-            return Err(self.corrupt(start, "block checksum mismatch"));
+        let unit = &self.buf[self.pos..self.pos + total];
+        let crc = u32::from_le_bytes(unit[total - 4..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&unit[..total - 4]) != crc {
+            return Err(self.corrupt(start, format!("{what} checksum mismatch")));
         }
-        self.pos += vlen;
-        self.in_block = len as usize;
-        Ok(None)
+        Ok(Unit::Whole { vlen, len })
     }
 
     /// The next frame of the open block, checked by the block's CRC: (type, body range in `buf`).
-    fn block_frame(&mut self, start: u64) -> Result<(u8, std::ops::Range<usize>), CaptureError> {
+    fn block_frame(&mut self, start: u64) -> Result<(u8, Range<usize>), CaptureError> {
         let avail = &self.buf[self.pos..self.pos + self.in_block];
         let (len, vlen) = match wire::parse_varint(avail) {
             Ok(Some(v)) => v,
@@ -593,20 +586,28 @@ impl Source {
     /// where it ends inside a frame (inside a block, from format 4 on).
     fn next(&mut self, slot: &mut Record) -> Result<Next, CaptureError> {
         loop {
-            if self.blocks
-                && self.in_block == 0
-                && let Some(end) = self.open_block()?
-            {
-                return Ok(end);
+            if self.blocks && self.in_block == 0 {
+                match self.checked_unit("block", MAX_BLOCK)? {
+                    Unit::Whole { vlen, len } => {
+                        self.pos += vlen;
+                        self.in_block = len;
+                    }
+                    Unit::End => return Ok(Next::End),
+                    Unit::Torn(at) => return Ok(Next::Torn(at)),
+                }
             }
             let start = self.offset();
             let (ty, body) = if self.blocks {
                 self.block_frame(start)?
             } else {
-                match self.checked_frame(start)? {
-                    Some(frame) => frame,
-                    None if self.buf.len() == self.pos => return Ok(Next::End),
-                    None => return Ok(Next::Torn(start)),
+                match self.checked_unit("frame", MAX_FRAME)? {
+                    Unit::Whole { vlen, len } => {
+                        let at = self.pos + vlen;
+                        self.pos = at + len + 4;
+                        (self.buf[at], at + 1..at + len)
+                    }
+                    Unit::End => return Ok(Next::End),
+                    Unit::Torn(at) => return Ok(Next::Torn(at)),
                 }
             };
             let record =
@@ -622,36 +623,18 @@ impl Source {
             }
         }
     }
+}
 
-    /// The next frame of a file before format 4, each with its own CRC: (type, body range in
-    /// `buf`), or `None` where the file ends (cleanly if nothing follows `pos`).
-    fn checked_frame(
-        &mut self,
-        start: u64,
-    ) -> Result<Option<(u8, std::ops::Range<usize>)>, CaptureError> {
-        if !self.fill(1)? {
-            return Ok(None);
-        }
-        let Some((len, vlen)) = self.length(start)? else {
-            return Ok(None);
-        };
-        if len < 1 || len > MAX_FRAME as u64 {
-            return Err(self.corrupt(start, format!("frame length {len} is implausible")));
-        }
-        let total = vlen + len as usize + 4;
-        if !self.fill(total)? {
-            return Ok(None);
-        }
-        let frame = &self.buf[self.pos..self.pos + total];
-        let crc = u32::from_le_bytes(frame[total - 4..].try_into().expect("4 bytes"));
-        if crc32fast::hash(&frame[..total - 4]) != crc {
-            return Err(self.corrupt(start, "frame checksum mismatch"));
-        }
-        let ty = frame[vlen];
-        let body = self.pos + vlen + 1..self.pos + total - 4;
-        self.pos += total;
-        Ok(Some((ty, body)))
-    }
+/// What [`Source::checked_unit`] found at its position.
+enum Unit {
+    /// The unit's length varint is `vlen` bytes long and gives `len`; its CRC follows.
+    Whole {
+        vlen: usize,
+        len: usize,
+    },
+    End,
+    /// The file ends inside the unit starting at this offset.
+    Torn(u64),
 }
 
 enum Next {
@@ -880,8 +863,8 @@ pub fn frame_spans(data: &[u8]) -> Vec<(usize, usize)> {
     spans
 }
 
-/// Recomputes the CRC of every block (or frame, before format 4) that parses, and of the header, so that mutations reach the
-/// decoders behind the checksums.
+/// Recomputes the CRC of every block (or frame, before format 4) that parses, and of the header,
+/// so that mutations reach the decoders behind the checksums.
 #[doc(hidden)]
 pub fn fix_checksums(data: &mut [u8]) {
     if data.len() >= PREFIX_LEN {
