@@ -41,7 +41,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let outcome = pipeline.finish().context("cannot write to stdout")?;
     if let Some((file, offset)) = stopped {
         eprintln!(
-            "mntleak-trace: {} ends inside a record at byte {offset}: replayed up to the last whole record",
+            "mntleak-trace: {} ends inside a write at byte {offset} (cut short, or still being written): replayed everything before it",
             file.display()
         );
     }
