@@ -180,6 +180,37 @@ fn limit_memory(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// `pid`'s threads as `tid:wchan` (the kernel function each sleeps in), plus the signals pending
+/// and blocked for the process, for a tracer that does not exit.
+fn where_threads_wait(pid: u32) -> String {
+    let Ok(proc) = procfs::process::Process::new(pid as i32) else {
+        return "gone".into();
+    };
+    let mut parts: Vec<String> = proc
+        .tasks()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|t| {
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/task/{}/wchan", t.tid))
+                .unwrap_or_default();
+            let state = t.stat().map(|s| s.state).unwrap_or('?');
+            format!(
+                "{}:{state}:{}",
+                t.tid,
+                if wchan.is_empty() { "-" } else { &wchan }
+            )
+        })
+        .collect();
+    if let Ok(st) = proc.status() {
+        parts.push(format!(
+            "sigpnd {:#x} shdpnd {:#x} blk {:#x} cgt {:#x}",
+            st.sigpnd, st.shdpnd, st.sigblk, st.sigcgt
+        ));
+    }
+    parts.join(", ")
+}
+
 /// bpftraces killed because they did not exit on SIGINT (see `Traced::stop`).
 static BPFTRACE_KILLED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -368,12 +399,14 @@ impl Traced {
                 break;
             }
             if Instant::now() > deadline {
+                // Where each thread waits, read before the kill: what a report upstream needs.
+                let waits = where_threads_wait(self.child.id());
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 if self.name == "bpftrace" {
                     BPFTRACE_KILLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     eprintln!(
-                        "bench: bpftrace (pid {}) did not exit within {patience} s of SIGINT; killed",
+                        "bench: bpftrace (pid {}) did not exit within {patience} s of SIGINT; killed (threads waiting in: {waits})",
                         self.child.id()
                     );
                     return Ok(None);
@@ -1503,4 +1536,31 @@ fn soak_for(length: Duration, no_build: bool) -> anyhow::Result<()> {
         bail!("soak: {e} (the samples so far are in {})", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The report on a stuck tracer names each thread's state and wait, and the signal masks.
+    #[test]
+    fn a_sleeping_process_is_reported_asleep_with_its_signal_masks() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Until it sleeps, a just-forked child may still be running (state R).
+        let mut report = String::new();
+        for _ in 0..100 {
+            report = super::where_threads_wait(pid);
+            if report.contains(":S:") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(report.starts_with(&format!("{pid}:S:")), "{report}");
+        assert!(report.contains(", sigpnd 0x0 shdpnd 0x"), "{report}");
+        assert_eq!(super::where_threads_wait(pid), "gone");
+    }
 }
