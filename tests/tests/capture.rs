@@ -420,9 +420,8 @@ fn a_cut_or_damaged_block_loses_that_block_alone() {
         for i in start..end {
             let mut bad = full.clone();
             bad[i] ^= 0x5a;
-            let items: Vec<_> = CaptureReader::from_bytes("flip.cap", bad)
-                .unwrap()
-                .collect();
+            let mut r = CaptureReader::from_bytes("flip.cap", bad).unwrap();
+            let items: Vec<_> = r.by_ref().collect();
             let kept = b.checked_sub(1).map_or(0, |b| flushed_after[b]);
             assert!(
                 items[..kept].iter().all(Result::is_ok),
@@ -442,6 +441,7 @@ fn a_cut_or_damaged_block_loses_that_block_alone() {
             } else {
                 // Only a block length grown past the end of the file reads as a torn tail.
                 assert_eq!(items.len(), kept, "flip at {i}");
+                assert!(r.stopped_at().is_some(), "flip at {i} went unnoticed");
             }
         }
     }

@@ -29,6 +29,8 @@ pub const MAGIC: [u8; 8] = *b"MNTLEAK\0";
 pub const FORMAT_VERSION: u16 = 4;
 /// The first format whose frames come in blocks.
 pub const BLOCKS_SINCE: u16 = 4;
+/// The first format whose `T_STRING_DELTA` names its base string.
+const STRING_BASES_SINCE: u16 = 4;
 /// A frame larger than this is corruption (a snapshot of 100k mounts is a few MiB).
 pub const MAX_FRAME: usize = 16 << 20;
 /// A block holds what one flush wrote: under 256 KiB of buffered frames plus at most one record of
@@ -817,7 +819,7 @@ impl Decoder {
                 return Ok(false);
             }
             T_STRING_DELTA => {
-                let back = if self.version >= BLOCKS_SINCE {
+                let back = if self.version >= STRING_BASES_SINCE {
                     c.varint()?
                 } else {
                     0
@@ -832,7 +834,7 @@ impl Decoder {
                     None if back == 0 => "",
                     None => {
                         return Err(format!(
-                            "dictionary string extends entry {back} back of {}",
+                            "dictionary string extends the string {back} entries before the last, of {}",
                             self.strings.len()
                         ));
                     }
