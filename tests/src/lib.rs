@@ -328,3 +328,27 @@ pub fn open_excl(dev: &str) -> std::io::Result<()> {
         .open(dev)
         .map(drop)
 }
+
+/// `v` as the capture format writes lengths and numbers: LEB128, 7 bits a byte.
+pub fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+/// The varint at the start of `b` as far as it goes (at most 10 bytes, or to the end of `b`, for
+/// damaged input): its value and how many bytes it took.
+pub fn read_varint(b: &[u8]) -> (u64, usize) {
+    let mut v = 0u64;
+    for (i, &x) in b.iter().enumerate().take(10) {
+        v |= u64::from(x & 0x7f) << (7 * i);
+        if x & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    (v, b.len().min(10))
+}

@@ -10,6 +10,7 @@ use mntleak::capture::{
 };
 use mntleak::model::*;
 use mntleak::report::event::{Summary, event_json, event_line, format_wall, lost_line};
+use mntleak_tests::{read_varint, varint};
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -1015,28 +1016,6 @@ fn a_listing_of_container_paths_stores_the_container_id_once() {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     assert_eq!(back, [rec]);
-}
-
-fn varint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-    out
-}
-
-/// The varint at the start of `b` and its length in bytes.
-fn read_varint(b: &[u8]) -> (u64, usize) {
-    let mut v = 0;
-    for (i, &x) in b.iter().enumerate() {
-        v |= u64::from(x & 0x7f) << (7 * i);
-        if x & 0x80 == 0 {
-            return (v, i + 1);
-        }
-    }
-    panic!("no varint at the start of {} bytes", b.len());
 }
 
 #[test]

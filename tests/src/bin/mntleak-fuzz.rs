@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use mntleak::capture::{CaptureReader, encode_to_vec, fix_checksums, frame_spans};
 use mntleak::model::*;
+use mntleak_tests::{read_varint, varint};
 
 struct Rng(u64);
 impl Rng {
@@ -260,16 +261,6 @@ fn generated_seeds() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
-fn varint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-    out
-}
-
 fn mutate(rng: &mut Rng, input: &[u8], pool: &[Vec<u8>]) -> Vec<u8> {
     let mut d = input.to_vec();
     for _ in 0..1 + rng.below(4) {
@@ -295,14 +286,13 @@ fn mutate(rng: &mut Rng, input: &[u8], pool: &[Vec<u8>]) -> Vec<u8> {
             5 if !spans.is_empty() => {
                 // Rewrite a frame's length varint (the frame body is left alone).
                 let (s, _) = spans[rng.below(spans.len())];
-                let old = mntleak_len(&d[s..]);
+                let (old, vlen) = read_varint(&d[s..]);
                 let new = match rng.below(4) {
                     0 => old.saturating_add(1 + rng.below(3) as u64),
                     1 => old.saturating_sub(1 + rng.below(3) as u64),
                     2 => rng.next() >> rng.below(64),
                     _ => 64 << 20,
                 };
-                let vlen = varint(old).len();
                 d.splice(s..s + vlen, varint(new));
             }
             6 if !spans.is_empty() => {
@@ -333,17 +323,6 @@ fn mutate(rng: &mut Rng, input: &[u8], pool: &[Vec<u8>]) -> Vec<u8> {
         fix_checksums(&mut d);
     }
     d
-}
-
-fn mntleak_len(b: &[u8]) -> u64 {
-    let mut v = 0u64;
-    for (i, &x) in b.iter().enumerate().take(10) {
-        v |= u64::from(x & 0x7f) << (7 * i);
-        if x & 0x80 == 0 {
-            break;
-        }
-    }
-    v
 }
 
 /// Reads a whole input; returns a coarse signature of what happened (for "interesting").
