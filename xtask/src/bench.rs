@@ -180,6 +180,11 @@ fn limit_memory(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// The kernel function thread `tid` of process `pid` sleeps in ("0" or empty when running).
+fn wchan(pid: u32, tid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).ok()
+}
+
 /// `pid`'s threads as `tid:wchan` (the kernel function each sleeps in), plus the signals pending
 /// and blocked for the process, for a tracer that does not exit.
 fn where_threads_wait(pid: u32) -> String {
@@ -192,8 +197,7 @@ fn where_threads_wait(pid: u32) -> String {
         .flatten()
         .filter_map(Result::ok)
         .map(|t| {
-            let wchan = std::fs::read_to_string(format!("/proc/{pid}/task/{}/wchan", t.tid))
-                .unwrap_or_default();
+            let wchan = wchan(pid, t.tid as u32).unwrap_or_default();
             let state = t.stat().map(|s| s.state).unwrap_or('?');
             format!(
                 "{}:{state}:{}",
@@ -394,12 +398,13 @@ impl Traced {
         // counted. mntleak-trace not exiting is a bug of ours: the part fails.
         let patience = if self.name == "bpftrace" { 30 } else { 120 };
         let deadline = Instant::now() + Duration::from_secs(patience);
-        let wchan = format!("/proc/{}/wchan", self.child.id());
         let mut look_at = Instant::now() + Duration::from_secs(1);
         loop {
             if self.name == "bpftrace" && Instant::now() > look_at {
                 look_at += Duration::from_secs(1);
-                if std::fs::read_to_string(&wchan).is_ok_and(|w| w == "do_epoll_wait") {
+                let pid = self.child.id();
+                // bpftrace's main thread, whose id is the process's, does the waiting.
+                if wchan(pid, pid).is_some_and(|w| w == "do_epoll_wait") {
                     sigint(self.child.id());
                     BPFTRACE_SIGINT_RESENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
