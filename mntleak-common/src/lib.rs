@@ -100,6 +100,11 @@ pub mod flags {
     pub const HAS_NEW_NS: u16 = 1 << 6;
     /// The exit half of the syscall was seen, so `ret` is real.
     pub const HAS_RET: u16 = 1 << 7;
+    /// On a ring record: the syscall's entry only; its return follows as a [`SyscallExit`]
+    /// record of the same thread. Never set on a decoded or captured event.
+    ///
+    /// [`SyscallExit`]: super::SyscallExit
+    pub const AWAITS_EXIT: u16 = 1 << 8;
 }
 
 /// Who did it: read from the current task at syscall entry.
@@ -183,7 +188,10 @@ pub struct Event {
     pub kind: u16,
     pub flags: u16,
     pub str_len: [u16; 3],
-    pub _pad: [u16; 3],
+    pub _pad: u16,
+    /// The syscall's number (its tracepoint's `__syscall_nr`), which its [`SyscallExit`]
+    /// repeats; 0 for the sched events.
+    pub nr: u32,
     pub task: TaskInfo,
     /// Namespaces after the call (see [`flags::HAS_NEW_NS`]); for fork, the child's.
     pub new_ns: NsInfo,
@@ -225,6 +233,33 @@ impl Event {
     }
 }
 
+/// The return of a syscall whose entry was sent with [`flags::AWAITS_EXIT`]: userspace pairs the
+/// two by `tid`. Sending the entry at once and the return apart keeps no per-thread state in the
+/// kernel (a map slot to create, look up twice and delete), which was a third of the BPF time of
+/// a syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallExit {
+    /// [`SyscallExit::KIND`], which no [`EventKind`] has: how a ring record says what it is.
+    pub kind: u16,
+    /// [`flags::HAS_NEW_NS`] or 0.
+    pub flags: u16,
+    pub tid: u32,
+    pub tgid: u32,
+    /// The entry's [`Event::nr`], or [`SyscallExit::FROM_FORK`]: a return that names another
+    /// syscall is not this entry's (records are lost when the ring is full).
+    pub nr: u32,
+    pub ret: i64,
+    /// The caller's namespaces after the call (unshare, setns); for clone, the child's.
+    pub new_ns: NsInfo,
+}
+
+impl SyscallExit {
+    pub const KIND: u16 = 0x100;
+    /// `nr` of a clone's return sent by the fork tracepoint, which has no syscall number.
+    pub const FROM_FORK: u32 = u32::MAX;
+}
+
 /// Per-CPU count of events that could not be reserved in the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -232,6 +267,8 @@ pub struct LossInfo {
     pub count: u64,
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
+    /// [`SyscallExit`] records that could not be reserved: their events arrive without `ret`.
+    pub exits: u64,
 }
 
 /// Kernel struct offsets read from the running kernel's BTF at load time (global `OFFSETS`).
@@ -311,8 +348,9 @@ pub struct KernelOffsets {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all five are repr(C), made only of integers and byte arrays, with explicit padding.
+    // SAFETY: all six are repr(C), made only of integers and byte arrays, with explicit padding.
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::SyscallExit {}
     unsafe impl aya::Pod for super::LossInfo {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::NsInfo {}
@@ -334,6 +372,7 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<PathRes>(), 16 + PATH_MAX_CAPTURED);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 34 * 4);
+        assert_eq!(core::mem::size_of::<SyscallExit>(), 2 * 2 + 3 * 4 + 8 + 16);
     }
 
     #[test]
@@ -343,5 +382,6 @@ mod tests {
                 assert_eq!(k as u16, v);
             }
         }
+        assert!(EventKind::from_u16(SyscallExit::KIND).is_none());
     }
 }

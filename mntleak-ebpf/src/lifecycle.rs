@@ -14,7 +14,7 @@ use mntleak_common::{
 };
 
 use crate::{
-    maps::{PENDING, emit, scratch},
+    maps::{emit, scratch},
     syscalls::complete_clone,
     task::{fill_current, offsets_valid, task_ns, task_tgid},
     tp_field,
@@ -74,12 +74,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// sched_process_exit: every thread gives back its in-flight slot; only the thread group
-/// leader, i.e. the process, is an event.
+/// sched_process_exit: only the thread group leader, i.e. the process, is an event.
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let _ = PENDING.remove(pid_tgid);
     if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
         return 0;
     }

@@ -1,6 +1,8 @@
 //! mntleak's eBPF programs, one module per attach family.
 #![no_std]
 #![no_main]
+// `asm!` on BPF: the one atomic add core does not offer there (`maps::parked_add`).
+#![feature(asm_experimental_arch)]
 
 mod lifecycle;
 mod maps;

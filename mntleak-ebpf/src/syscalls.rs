@@ -1,6 +1,8 @@
-//! Syscall tracepoints: one `sys_enter_*` program per syscall records the arguments into PENDING;
-//! one shared `sys_exit` program (attached to every matching exit tracepoint) adds the return value
-//! and sends the event. Argument layout per kind: see `mntleak-user/src/decode.rs`.
+//! Syscall tracepoints: one `sys_enter_*` program per syscall sends the arguments at once, flagged
+//! `AWAITS_EXIT`; a shared exit program (attached to every matching exit tracepoint) sends the
+//! return value as a `SyscallExit` record, and userspace pairs the two by thread. Only a syscall
+//! with a string argument that cannot be read at entry waits in PENDING for its exit, which
+//! reads it and sends the whole event. Argument layout per kind: see `mntleak-user/src/decode.rs`.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -8,13 +10,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use mntleak_common::{
-    Event, EventKind, NsInfo, PATH_MAX_CAPTURED, RESOLVE_AT_ENTER, RESOLVE_AT_EXIT,
-    flags::{HAS_NEW_NS, HAS_RET, STR_TRUNCATED_SHIFT},
+    Event, EventKind, NsInfo, PATH_MAX_CAPTURED, RESOLVE_AT_ENTER, RESOLVE_AT_EXIT, SyscallExit,
+    flags::{AWAITS_EXIT, HAS_RET, STR_TRUNCATED_SHIFT},
     res,
 };
 
 use crate::{
-    maps::{PENDING, RESOLVERS, emit, in_flight, record_loss, reset},
+    maps::{
+        InFlight, RESOLVERS, disarm, emit, emit_exit, park, parked, record_loss, reset,
+        scratch_slot, unpark,
+    },
     task::{current_ns, fill_current, resolve_fd},
     tp_field,
 };
@@ -231,12 +236,13 @@ fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
         return 0;
     }
     let key = bpf_get_current_pid_tgid();
-    let Some(slot) = in_flight(key) else {
+    let Some(slot) = scratch_slot() else {
         record_loss();
         return 0;
     };
     let ev = &mut slot.ev;
     reset(ev, kind);
+    ev.nr = tp_field::<i32>(ctx, 8) as u32;
     fill_current(&mut ev.task, key);
     let mut retry = Retry([0; 3]);
     match kind {
@@ -325,14 +331,31 @@ fn enter(ctx: &TracePointContext, kind: EventKind) -> u32 {
         }
         EventKind::ProcessFork | EventKind::ProcessExec | EventKind::ProcessExit => {}
     }
-    slot.retry = retry.0;
-    slot.armed = 1;
+    // Volatile stores: plain ones of the two zeros become a call of the BPF `memset`.
+    for (i, r) in retry.0.iter().enumerate() {
+        // SAFETY: a field of this CPU's slot.
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(slot.retry[i]), *r) };
+    }
     // Paths are resolved at entry, while the fd is open and the cwd not yet moved (pivot_root,
-    // umount2(".")). Does not return when the resolver is installed.
+    // umount2(".")). Does not return when the resolver is installed; it finishes the entry.
     if needs_resolver(&slot.ev) {
         unsafe { RESOLVERS.tail_call(ctx, RESOLVE_AT_ENTER) };
     }
+    finish_enter(slot, key);
     0
+}
+
+/// Sends a syscall's entry, or parks it in PENDING until its exit when a string could not be
+/// read yet (the exit then sends the whole event).
+#[inline(always)]
+fn finish_enter(slot: &mut InFlight, key: u64) {
+    let r = &slot.retry;
+    if (r[0] | r[1] | r[2]) != 0 {
+        park(slot, key);
+        return;
+    }
+    slot.ev.flags |= AWAITS_EXIT;
+    emit(&slot.ev);
 }
 
 /// Kinds whose string slots 0 and 1 may be paths to resolve.
@@ -347,100 +370,122 @@ fn has_paths(kind: u16) -> bool {
         || kind == EventKind::Chroot as u16
 }
 
-/// The path resolver, run as a tail call of the syscall programs (see [`RESOLVERS`]): verified
-/// once here instead of once per syscall program and per path of each. At exit, it also sends
-/// the event, as `sys_exit` would have.
-#[inline(always)]
-fn resolve_pending(at_exit: bool) -> u32 {
+/// The path resolver at entry, run as a tail call of the syscall programs (see [`RESOLVERS`]):
+/// verified once here instead of once per syscall program and per path of each. It finishes the
+/// entry, as the syscall program would have.
+#[tracepoint]
+pub fn resolve_paths(_ctx: TracePointContext) -> u32 {
+    let Some(slot) = scratch_slot() else {
+        return 0;
+    };
+    resolve_slot(&mut slot.ev, 0);
+    resolve_slot(&mut slot.ev, 1);
+    finish_enter(slot, bpf_get_current_pid_tgid());
+    0
+}
+
+/// The path resolver at exit, for a parked syscall whose path could only be read then: it
+/// sends the event, as the exit program would have.
+#[tracepoint]
+pub fn resolve_paths_exit(_ctx: TracePointContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
-    let Some(slot) = PENDING.get_ptr_mut(key) else {
+    // Disarmed by the exit program that tail-called here: looked up directly.
+    let Some(slot) = crate::maps::PENDING.get_ptr_mut(key) else {
         return 0;
     };
     // SAFETY: a value of PENDING; only this thread uses its key.
     let ev = unsafe { &mut (*slot).ev };
     resolve_slot(ev, 0);
     resolve_slot(ev, 1);
-    if at_exit {
-        emit(ev);
+    emit(ev);
+    unpark(key);
+    0
+}
+
+/// What an exit program adds to the return value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExitKind {
+    /// Nothing.
+    Plain,
+    /// The caller's namespaces after a successful call (unshare, setns).
+    NewNs,
+    /// clone and clone3, traced only when the fork program cannot send their new namespaces
+    /// (`complete_clone`): only the parent's return, which names the child, is sent.
+    Clone,
+}
+
+/// The exit half of every traced syscall: sends its return value, or the whole event if it was
+/// parked.
+#[inline(always)]
+fn exit(ctx: &TracePointContext, kind: ExitKind) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // `__syscall_nr` and `ret` of trace_event_raw_sys_exit.
+    let nr = tp_field::<i32>(ctx, 8) as u32;
+    let ret = tp_field::<i64>(ctx, 16);
+    if let Some(slot) = parked(key) {
+        send_parked(ctx, slot, key, ret);
+        return 0;
+    }
+    match kind {
+        ExitKind::Plain => emit_exit(key, nr, ret, None),
+        // The caller is already in its new namespaces here.
+        ExitKind::NewNs => emit_exit(key, nr, ret, (ret == 0).then(current_ns)),
+        ExitKind::Clone if ret > 0 => emit_exit(key, nr, ret, None),
+        ExitKind::Clone => {}
     }
     0
 }
 
-#[tracepoint]
-pub fn resolve_paths(_ctx: TracePointContext) -> u32 {
-    resolve_pending(false)
-}
-
-#[tracepoint]
-pub fn resolve_paths_exit(_ctx: TracePointContext) -> u32 {
-    resolve_pending(true)
-}
-
-/// The exit half of every traced syscall: pairs with the enter by pid_tgid.
-#[tracepoint]
-pub fn sys_exit(ctx: TracePointContext) -> u32 {
-    let key = bpf_get_current_pid_tgid();
-    let Some(slot) = PENDING.get_ptr_mut(key) else {
-        return 0;
-    };
-    // SAFETY: a value of PENDING; only this thread uses its key.
-    let slot = unsafe { &mut *slot };
-    if slot.armed == 0 {
-        return 0;
-    }
-    slot.armed = 0;
+/// Completes a parked syscall with its return value and the strings that can be read now.
+#[inline(always)]
+fn send_parked(ctx: &TracePointContext, slot: &mut InFlight, key: u64, ret: i64) {
+    disarm(slot);
     let ev = &mut slot.ev;
-    // `ret` of trace_event_raw_sys_exit.
-    let ret = tp_field::<i64>(&ctx, 16);
     ev.ret = ret;
     ev.flags |= HAS_RET;
     let r = slot.retry;
-    if (r[0] | r[1] | r[2]) != 0 {
-        let late_path =
-            (r[0] != 0 && read_slot(ev, 0, r[0])) | (r[1] != 0 && read_slot(ev, 1, r[1]));
-        if r[2] != 0 {
-            read_slot(ev, 2, r[2]);
-        }
-        // A path read only now is resolved only now (the fd or cwd may have changed during the
-        // call, which is rarer than no path at all); the resolver sends the event.
-        if late_path && needs_resolver(ev) {
-            unsafe { RESOLVERS.tail_call(&ctx, RESOLVE_AT_EXIT) };
-        }
+    let late_path = (r[0] != 0 && read_slot(ev, 0, r[0])) | (r[1] != 0 && read_slot(ev, 1, r[1]));
+    if r[2] != 0 {
+        read_slot(ev, 2, r[2]);
     }
-    let kind = ev.kind;
-    if (kind == EventKind::Unshare as u16 || kind == EventKind::Setns as u16) && ret == 0 {
-        // The caller is already in its new namespaces here.
-        ev.new_ns = current_ns();
-        ev.flags |= HAS_NEW_NS;
+    // A path read only now is resolved only now (the fd or cwd may have changed during the
+    // call, which is rarer than no path at all); the resolver sends the event.
+    if late_path && needs_resolver(ev) {
+        unsafe { RESOLVERS.tail_call(ctx, RESOLVE_AT_EXIT) };
     }
     emit(ev);
-    0
+    unpark(key);
 }
 
-/// Sends the clone with `CLONE_NEWNS` that the current thread has in flight, from the fork
-/// tracepoint (`lifecycle`), which runs in the parent once the child exists: clone's and clone3's
-/// exits are not traced when that program is attached, because every fork on the host (the parent
-/// returning, then the child) would run `sys_exit` for nothing. `ret` is the child's pid as every
-/// pid here is (the initial namespace's), not as the caller's pid namespace numbers it. A clone
-/// that fails makes no child, so no namespace, and is not sent; its slot is re-armed by the
-/// thread's next traced syscall.
+#[tracepoint]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
+    exit(&ctx, ExitKind::Plain)
+}
+
+#[tracepoint]
+pub fn sys_exit_ns(ctx: TracePointContext) -> u32 {
+    exit(&ctx, ExitKind::NewNs)
+}
+
+#[tracepoint]
+pub fn sys_exit_clone(ctx: TracePointContext) -> u32 {
+    exit(&ctx, ExitKind::Clone)
+}
+
+/// Sends the return of a clone with `CLONE_NEWNS` (`key`'s, whose entry went out before), from
+/// the fork tracepoint (`lifecycle`), which runs in the parent once the child exists: clone's and
+/// clone3's exits are not traced when that program is attached, because every fork on the host
+/// (the parent returning, then the child) would run an exit program for nothing. `ret` is the
+/// child's pid as every pid here is (the initial namespace's), not as the caller's pid namespace
+/// numbers it. A clone that fails makes no child, so no namespace: userspace drops its entry.
 #[inline(always)]
 pub fn complete_clone(key: u64, child_tgid: u32, child_ns: NsInfo) {
-    let Some(slot) = PENDING.get_ptr_mut(key) else {
-        return;
-    };
-    // SAFETY: a value of PENDING; only this thread uses its key.
-    let slot = unsafe { &mut *slot };
-    let kind = slot.ev.kind;
-    if slot.armed == 0 || (kind != EventKind::Clone as u16 && kind != EventKind::Clone3 as u16) {
-        return;
-    }
-    slot.armed = 0;
-    let ev = &mut slot.ev;
-    ev.ret = child_tgid as i64;
-    ev.new_ns = child_ns;
-    ev.flags |= HAS_RET | HAS_NEW_NS;
-    emit(ev);
+    emit_exit(
+        key,
+        SyscallExit::FROM_FORK,
+        child_tgid as i64,
+        Some(child_ns),
+    );
 }
 
 macro_rules! enter_program {

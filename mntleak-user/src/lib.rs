@@ -12,6 +12,7 @@ pub mod engine;
 pub mod holders;
 pub mod live;
 pub mod model;
+pub mod pairing;
 pub mod report;
 pub mod snapshot;
 pub mod source;

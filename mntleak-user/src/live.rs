@@ -15,8 +15,9 @@ use mntleak_common::{self as wire, LossInfo, RESOLVER_PROGRAMS};
 
 use crate::{
     btf,
-    decode::{decode, wire_fill},
+    decode::decode,
     model::{Action, KStr, Record},
+    pairing::Pairing,
     uapi,
 };
 
@@ -26,7 +27,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mn
 #[cfg(mntleak_no_ebpf)]
 static OBJECT: &[u8] = &[];
 
-/// Syscalls traced by a `sys_enter_<name>` program paired with the shared `sys_exit` program.
+/// Syscalls traced by a `sys_enter_<name>` program paired with an exit program ([`exit_program`]).
 /// `umount` is umount2's tracepoint.
 pub const SYSCALLS: &[&str] = &[
     "mount",
@@ -50,6 +51,16 @@ pub const SYSCALLS: &[&str] = &[
 
 /// The syscalls whose exits go untraced while the fork program is attached.
 const CLONE_SYSCALLS: &[&str] = &["clone", "clone3"];
+
+/// The program for syscall `sc`'s exit: unshare's and setns' also read the caller's new
+/// namespaces; clone's send only the parent's return.
+fn exit_program(sc: &str) -> &'static str {
+    match sc {
+        "unshare" | "setns" => "sys_exit_ns",
+        "clone" | "clone3" => "sys_exit_clone",
+        _ => "sys_exit",
+    }
+}
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -107,6 +118,8 @@ pub struct Tracer {
     missing: Vec<String>,
     own_pid: u32,
     decode_errors: u64,
+    /// Syscall entries waiting for their return records.
+    pairing: Pairing,
     /// Each ring record is copied here, then decoded (boxed: 1.3 KiB).
     raw: Box<wire::Event>,
     /// The aya-log reader, kept alive for the object's lifetime (boxed: its type names `log`).
@@ -256,8 +269,8 @@ impl Tracer {
                 attached += 1;
                 continue;
             }
-            // Without its exit the enter's events would never be sent.
-            match attach_tp(&mut ebpf, "sys_exit", "syscalls", &exit) {
+            // Without its exit the enter's events would have no return value.
+            match attach_tp(&mut ebpf, exit_program(sc), "syscalls", &exit) {
                 Ok(()) => attached += 1,
                 Err(why) => note(format!("syscalls/{exit}"), why, &mut missing),
             }
@@ -314,6 +327,7 @@ impl Tracer {
             missing,
             own_pid: std::process::id(),
             decode_errors: 0,
+            pairing: Pairing::default(),
             // SAFETY: integers and byte arrays only: all zero bytes are a valid `wire::Event`.
             raw: Box::new(unsafe { std::mem::zeroed() }),
             _logger: logger,
@@ -336,36 +350,43 @@ impl Tracer {
         self.decode_errors
     }
 
-    /// Moves up to `max` ring-buffer records into `out` as `Record::Event`s; returns how many were
-    /// added. Events of this process are skipped.
+    /// Takes up to `max` ring-buffer records, and moves the events they complete into `out` as
+    /// `Record::Event`s (a syscall's entry waits for its return: see [`Pairing`]); returns how
+    /// many records were taken. Events of this process are skipped.
     pub fn drain(&mut self, out: &mut Vec<Record>, max: usize) -> usize {
-        let mut added = 0;
-        for _ in 0..max {
+        let mut taken = 0;
+        while taken < max {
             let Some(item) = self.ring.next() else {
                 break;
             };
-            let whole = wire_fill(&item, &mut self.raw);
+            taken += 1;
+            let Self {
+                pairing,
+                raw,
+                own_pid,
+                decode_errors,
+                ..
+            } = self;
+            let mut errors = 0;
+            let pushed = pairing.push(&item, raw, |raw| {
+                errors += push_event(raw, *own_pid, out);
+            });
             drop(item);
-            if !whole {
-                self.decode_errors += 1;
-                continue;
-            }
-            if self.raw.task.tgid == self.own_pid {
-                continue;
-            }
-            match decode(&self.raw) {
-                Ok(mut ev) => {
-                    ev.dir = resolve_dir(&ev.action, ev.task.tid);
-                    out.push(Record::Event(ev));
-                    added += 1;
-                }
-                Err(e) => {
-                    self.decode_errors += 1;
-                    tracing::warn!("undecodable event from the kernel: {e}");
-                }
-            }
+            *decode_errors += errors + u64::from(pushed.is_err());
         }
-        added
+        taken
+    }
+
+    /// Moves the events of syscalls whose return has not come into `out`, without a return value:
+    /// for the end of a run, after the last [`Tracer::drain`] (a call still running then, a hung
+    /// umount say, is shown as such).
+    pub fn release_in_flight(&mut self, out: &mut Vec<Record>) {
+        let own_pid = self.own_pid;
+        let mut errors = 0;
+        self.pairing.release_all(&mut self.raw, |raw| {
+            errors += push_event(raw, own_pid, out);
+        });
+        self.decode_errors += errors;
     }
 
     /// Events lost (ring buffer full) since the previous call, summed over CPUs. `first_ts_ns` is
@@ -373,7 +394,7 @@ impl Tracer {
     /// bound); `last_ts_ns` is exact.
     pub fn take_losses(&mut self) -> Option<Record> {
         let values = self.loss.get(&0, 0).ok()?;
-        let (mut count, mut first, mut last) = (0u64, u64::MAX, 0u64);
+        let (mut count, mut first, mut last, mut exits) = (0u64, u64::MAX, 0u64, 0u64);
         let mut now = Vec::with_capacity(values.len());
         for (cpu, v) in values.iter().enumerate() {
             let prev = self.loss_prev.get(cpu).copied().unwrap_or_default();
@@ -386,14 +407,40 @@ impl Tracer {
                 });
                 last = last.max(v.last_ts_ns);
             }
+            exits += v.exits.saturating_sub(prev.exits);
             now.push(*v);
         }
         self.loss_prev = now;
+        if exits > 0 {
+            tracing::warn!(
+                "the ring buffer was full for {exits} syscall returns: those calls are reported \
+                 without a return value, and change nothing in the reconstruction"
+            );
+        }
         (count > 0).then_some(Record::Lost {
             count,
             first_ts_ns: first,
             last_ts_ns: last,
         })
+    }
+}
+
+/// Decodes a whole event into `out` unless it is the tracer's own (`own_pid`); 1 if it could not
+/// be decoded.
+fn push_event(raw: &wire::Event, own_pid: u32, out: &mut Vec<Record>) -> u64 {
+    if raw.task.tgid == own_pid {
+        return 0;
+    }
+    match decode(raw) {
+        Ok(mut ev) => {
+            ev.dir = resolve_dir(&ev.action, ev.task.tid);
+            out.push(Record::Event(ev));
+            0
+        }
+        Err(e) => {
+            tracing::warn!("undecodable event from the kernel: {e}");
+            1
+        }
     }
 }
 

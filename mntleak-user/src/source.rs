@@ -47,18 +47,37 @@ impl LiveSource {
         &self.tracer
     }
 
-    /// Takes up to `max` kernel events and hands each to `each`, followed by the namespace facts
-    /// it calls for; returns the number of events taken (0: the ring is empty), or the first
+    /// Takes up to `max` ring records and hands each event they complete to `each`, followed by
+    /// the namespace facts it calls for; returns the number of records taken (0: the ring is
+    /// empty), or the first
     /// error of `each`, which drops the rest of the batch (the live CLI stops on it). Records go
     /// straight from the batch to `each`: an event is a few hundred bytes, and every extra vector
     /// it passed through was a copy of them.
     pub fn drain<E>(
         &mut self,
         max: usize,
-        mut each: impl FnMut(Record) -> Result<(), E>,
+        each: impl FnMut(Record) -> Result<(), E>,
     ) -> Result<usize, E> {
         self.events.clear();
         let n = self.tracer.drain(&mut self.events, max);
+        self.hand_over(each)?;
+        Ok(n)
+    }
+
+    /// The events of syscalls whose return has not come, without one (see
+    /// [`Tracer::release_in_flight`]), with their facts: for the end of a run, after the last
+    /// [`LiveSource::drain`].
+    pub fn release_in_flight<E>(
+        &mut self,
+        each: impl FnMut(Record) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.events.clear();
+        self.tracer.release_in_flight(&mut self.events);
+        self.hand_over(each)
+    }
+
+    /// Hands each event of the batch in `self.events` to `each`, followed by its facts.
+    fn hand_over<E>(&mut self, mut each: impl FnMut(Record) -> Result<(), E>) -> Result<(), E> {
         self.watcher.begin_batch(&self.events);
         for rec in self.events.drain(..) {
             let fact = match &rec {
@@ -73,7 +92,7 @@ impl LiveSource {
                 each(fact)?;
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Everything in the ring now, with its facts, then the losses counted since the last call.

@@ -251,6 +251,77 @@ fn failing_umount2_reports_einval_and_long_paths_are_truncated() {
     assert_eq!(umounts[0].task.mnt_ns, mnt_ns_of("self"));
 }
 
+/// A string argument in a page the caller has not touched is not readable at the syscall's
+/// entry (BPF cannot fault it in): that syscall waits in the kernel for its return, where the
+/// kernel's own copy has brought the page in, and is sent whole from there, its relative path
+/// resolved then. Each string gets its own mapping so that the first fault does not map the
+/// other page too (fault-around stays within a mapping).
+#[test]
+fn strings_in_pages_not_yet_touched_are_read_at_the_return() {
+    let Some(mut t) = tracer() else { return };
+    let dir = Scratch::new("untouched");
+    let notmount = format!("{}/notmount", dir.path());
+    std::fs::create_dir(&notmount).unwrap();
+    let page = 4096;
+    let mut bytes = vec![0u8; 2 * page];
+    bytes[..notmount.len()].copy_from_slice(notmount.as_bytes());
+    bytes[page..page + 8].copy_from_slice(b"notmount");
+    let file = format!("{}/strings", dir.path());
+    std::fs::write(&file, &bytes).unwrap();
+    let f = std::fs::File::open(&file).unwrap();
+    let map = |offset: usize| unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            offset as libc::off_t,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        p as *const libc::c_char
+    };
+    let (absolute, relative) = (map(0), map(page));
+    let cwd = CString::new(dir.path()).unwrap();
+    let child = fork_child(|| unsafe {
+        libc::chdir(cwd.as_ptr());
+        let a = libc::umount2(absolute, 0);
+        let b = libc::umount2(relative, 0);
+        // And a string read at entry as usual after them.
+        let c = libc::umount2(c"/mntleak-no-such-path".as_ptr(), 0);
+        if a == -1 && b == -1 && c == -1 { 0 } else { 1 }
+    });
+    assert_eq!(reap(child), 0);
+    unsafe {
+        libc::munmap(absolute as *mut _, page);
+        libc::munmap(relative as *mut _, page);
+    }
+    let evs = events_of(&mut t, child as u32);
+    let umounts: Vec<&Event> = evs
+        .iter()
+        .filter(|e| matches!(e.action, Action::Umount { .. }))
+        .collect();
+    let targets: Vec<(&str, Option<&str>, Option<i64>)> = umounts
+        .iter()
+        .map(|e| {
+            let Action::Umount { target, .. } = &e.action else {
+                unreachable!()
+            };
+            (target.as_str(), e.resolved_path(0), e.ret)
+        })
+        .collect();
+    let einval = Some(-(libc::EINVAL as i64));
+    assert_eq!(
+        targets,
+        [
+            (notmount.as_str(), None, einval),
+            ("notmount", Some(notmount.as_str()), einval),
+            ("/mntleak-no-such-path", None, Some(-(libc::ENOENT as i64))),
+        ],
+        "{evs:#?}"
+    );
+}
+
 #[test]
 fn rmdir_of_relative_path_records_the_directory() {
     let Some(mut t) = tracer() else { return };
@@ -352,9 +423,9 @@ fn fork_exec_exit_of_a_child_process() {
 
 #[test]
 fn a_full_ring_buffer_counts_losses() {
-    // A record is the event up to its last string: 152 bytes before the strings + the 21-byte
-    // path, 8-aligned, + the ring's 8-byte header = 184; one page holds 22. Nobody drains it
-    // meanwhile.
+    // A syscall is two records: its entry, the event up to its last string (152 bytes before the
+    // strings + the 21-byte path, 8-aligned, + the ring's 8-byte header = 184), and its return
+    // (40 + 8). One page holds 17 syscalls; at most 22 entries. Nobody drains it meanwhile.
     let required = std::env::var("MNTLEAK_REQUIRE_BPF").is_ok_and(|v| v == "1");
     let mut t = match Tracer::attach(&LiveOptions { ring_bytes: 4096 }) {
         Ok(t) => t,
@@ -754,9 +825,9 @@ fn attach_without_root_is_one_clear_error() {
     );
 }
 
-/// A thread's in-flight slot is reused from one syscall to the next: nothing of an unshare (the
-/// new namespace) or of a bind mount (three strings, two resolved relative paths) may show in the
-/// umount2 that follows it on the same thread.
+/// Every event is built in its CPU's scratch slot, reused from one event to the next: nothing of
+/// an unshare (the new namespace) or of a bind mount (three strings, two resolved relative paths)
+/// may show in the umount2 that follows it.
 #[test]
 fn each_event_carries_only_its_own_call() {
     let Some(mut t) = tracer() else { return };

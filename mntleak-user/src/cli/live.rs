@@ -214,6 +214,7 @@ async fn trace(
     }
     // Detach first, then take what is still in the ring.
     while source.drain(BATCH, |rec| sink.feed(rec))? > 0 {}
+    source.release_in_flight(|rec| sink.feed(rec))?;
     if let Some(lost) = source.take_losses() {
         sink.feed(lost)?;
     }
