@@ -16,7 +16,7 @@ use mntleak_common::{self as wire, LossInfo, RESOLVER_PROGRAMS};
 use crate::{
     btf,
     decode::decode,
-    model::{Action, KStr, Record},
+    model::{Action, Event, KStr, Record},
     pairing::Pairing,
     uapi,
 };
@@ -367,12 +367,16 @@ impl Tracer {
                 decode_errors,
                 ..
             } = self;
-            let mut errors = 0;
-            let pushed = pairing.push(&item, raw, |raw| {
-                errors += push_event(raw, *own_pid, out);
-            });
+            let pushed = pairing.push(
+                &item,
+                raw,
+                |raw| wanted_event(raw, *own_pid, decode_errors),
+                |ev| out.push(Record::Event(ev)),
+            );
             drop(item);
-            *decode_errors += errors + u64::from(pushed.is_err());
+            if pushed.is_err() {
+                *decode_errors += 1;
+            }
         }
         taken
     }
@@ -381,12 +385,7 @@ impl Tracer {
     /// for the end of a run, after the last [`Tracer::drain`] (a call still running then, a hung
     /// umount say, is shown as such).
     pub fn release_in_flight(&mut self, out: &mut Vec<Record>) {
-        let own_pid = self.own_pid;
-        let mut errors = 0;
-        self.pairing.release_all(&mut self.raw, |raw| {
-            errors += push_event(raw, own_pid, out);
-        });
-        self.decode_errors += errors;
+        self.pairing.release_all(|ev| out.push(Record::Event(ev)));
     }
 
     /// Events lost (ring buffer full) since the previous call, summed over CPUs. `first_ts_ns` is
@@ -425,21 +424,21 @@ impl Tracer {
     }
 }
 
-/// Decodes a whole event into `out` unless it is the tracer's own (`own_pid`); 1 if it could not
-/// be decoded.
-fn push_event(raw: &wire::Event, own_pid: u32, out: &mut Vec<Record>) -> u64 {
+/// The event of `raw` unless it is the tracer's own (`own_pid`) or undecodable (counted in
+/// `errors`).
+fn wanted_event(raw: &wire::Event, own_pid: u32, errors: &mut u64) -> Option<Event> {
     if raw.task.tgid == own_pid {
-        return 0;
+        return None;
     }
     match decode(raw) {
         Ok(mut ev) => {
             ev.dir = resolve_dir(&ev.action, ev.task.tid);
-            out.push(Record::Event(ev));
-            0
+            Some(ev)
         }
         Err(e) => {
+            *errors += 1;
             tracing::warn!("undecodable event from the kernel: {e}");
-            1
+            None
         }
     }
 }

@@ -3,31 +3,30 @@
 //! same thread: it keeps no per-thread state, whose map slot (created, looked up at entry and at
 //! exit, deleted) cost about a third of its time per syscall. Each pair becomes the one event
 //! the kernel side used to send at the return, in the order of the returns. Pure: the live
-//! source feeds it ring records.
+//! source feeds it ring records and says how to decode them.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
-use mntleak_common::{self as wire, EventKind, SyscallExit, flags};
+use mntleak_common::{self as wire, SyscallExit, flags};
 
-use crate::decode::{DecodeError, wire_fill};
+use crate::{
+    decode::{DecodeError, wire_fill},
+    model::{Action, Event, MntNs},
+};
 
-/// An entry waiting for its return.
+/// An entry waiting for its return, decoded already: the return only adds two fields.
 struct Entry {
     tgid: u32,
     nr: u32,
-    clone: bool,
     /// Arrival order, so that entries released together keep it.
     seq: u64,
-    /// The ring record, as it came.
-    bytes: Vec<u8>,
+    event: Event,
 }
 
 #[derive(Default)]
 pub struct Pairing {
     /// By thread id: a thread is in one syscall at a time.
-    waiting: HashMap<u32, Entry>,
-    /// Buffers of released entries, reused.
-    spare: Vec<Vec<u8>>,
+    waiting: FxHashMap<u32, Entry>,
     seq: u64,
 }
 
@@ -51,36 +50,43 @@ impl Pairing {
         self.waiting.len()
     }
 
-    /// Takes one ring record. Each whole event it completes is written to `raw` and passed to
-    /// `out`, in order: the event a return completes; an entry whose return never came (see
-    /// [`Pairing::release`]) when its thread enters another syscall or its process exits; any
-    /// other record as it is. A return without its entry (it was lost, or the tracer attached
-    /// during the call) is dropped. An error for a record too short to be what it says.
+    /// Takes one ring record (copied into `raw` when it is an event). `decode` makes the event
+    /// of a wire event, or None for one the caller does not want (the tracer's own, an
+    /// undecodable one). `out` gets each whole event, in order: the event a return completes;
+    /// an entry whose return never came (see [`Pairing::release`]) when its thread enters
+    /// another syscall or its process exits; any other event as it is. A return without its
+    /// entry (lost, not wanted, or the tracer attached during the call) is dropped. An error
+    /// for a record too short to be what it says.
     pub fn push(
         &mut self,
         rec: &[u8],
         raw: &mut wire::Event,
-        mut out: impl FnMut(&wire::Event),
+        mut decode: impl FnMut(&wire::Event) -> Option<Event>,
+        mut out: impl FnMut(Event),
     ) -> Result<(), DecodeError> {
         if rec.get(..2) == Some(&SyscallExit::KIND.to_ne_bytes()[..]) {
             let exit = exit_from_bytes(rec)?;
             let Some(entry) = self.waiting.get(&exit.tid) else {
                 return Ok(());
             };
-            let ours = exit.nr == entry.nr || (exit.nr == SyscallExit::FROM_FORK && entry.clone);
-            if !ours {
+            let clone = matches!(entry.event.action, Action::Clone { .. });
+            if exit.nr != entry.nr && !(exit.nr == SyscallExit::FROM_FORK && clone) {
                 // Another syscall's return: this entry's was lost; it goes with the next entry.
                 return Ok(());
             }
-            let entry = self.waiting.remove(&exit.tid).expect("looked up above");
-            self.fill(entry, raw);
-            raw.ret = exit.ret;
-            raw.flags |= flags::HAS_RET;
+            let mut event = self
+                .waiting
+                .remove(&exit.tid)
+                .expect("looked up above")
+                .event;
+            event.ret = Some(exit.ret);
             if exit.flags & flags::HAS_NEW_NS != 0 {
-                raw.new_ns = exit.new_ns;
-                raw.flags |= flags::HAS_NEW_NS;
+                event.new_mnt_ns = Some(MntNs {
+                    id: exit.new_ns.mnt_ns_id,
+                    inum: exit.new_ns.mnt_ns_inum,
+                });
             }
-            out(raw);
+            out(event);
             return Ok(());
         }
         if !wire_fill(rec, raw) {
@@ -89,45 +95,41 @@ impl Pairing {
                 want: wire::Event::HEADER_LEN,
             });
         }
+        let (tid, tgid) = (raw.task.tid, raw.task.tgid);
         if raw.flags & flags::AWAITS_EXIT != 0 {
-            let mut bytes = self.spare.pop().unwrap_or_default();
-            bytes.clear();
-            bytes.extend_from_slice(rec);
-            self.seq += 1;
-            let entry = Entry {
-                tgid: raw.task.tgid,
-                nr: raw.nr,
-                clone: is_clone(raw.kind),
-                seq: self.seq,
-                bytes,
-            };
-            if let Some(stale) = self.waiting.insert(raw.task.tid, entry) {
-                self.release(stale, raw, &mut out);
+            // The thread is in a new syscall: whatever it still had waiting is over.
+            if let Some(stale) = self.waiting.remove(&tid) {
+                release(stale, &mut out);
+            }
+            if let Some(event) = decode(raw) {
+                self.seq += 1;
+                let entry = Entry {
+                    tgid,
+                    nr: raw.nr,
+                    seq: self.seq,
+                    event,
+                };
+                self.waiting.insert(tid, entry);
             }
             return Ok(());
         }
-        if raw.kind == EventKind::ProcessExit as u16 {
-            let tgid = raw.task.tgid;
-            if self.waiting.values().any(|e| e.tgid == tgid) {
-                self.release_where(|e| e.tgid == tgid, raw, &mut out);
-                wire_fill(rec, raw);
-            }
+        if raw.kind == wire::EventKind::ProcessExit as u16
+            && self.waiting.values().any(|e| e.tgid == tgid)
+        {
+            self.release_where(|e| e.tgid == tgid, &mut out);
         }
-        out(raw);
+        if let Some(event) = decode(raw) {
+            out(event);
+        }
         Ok(())
     }
 
     /// Releases every entry still waiting (the run ends), oldest first.
-    pub fn release_all(&mut self, raw: &mut wire::Event, mut out: impl FnMut(&wire::Event)) {
-        self.release_where(|_| true, raw, &mut out);
+    pub fn release_all(&mut self, mut out: impl FnMut(Event)) {
+        self.release_where(|_| true, &mut out);
     }
 
-    fn release_where(
-        &mut self,
-        which: impl Fn(&Entry) -> bool,
-        raw: &mut wire::Event,
-        out: &mut impl FnMut(&wire::Event),
-    ) {
+    fn release_where(&mut self, which: impl Fn(&Entry) -> bool, out: &mut impl FnMut(Event)) {
         let mut gone: Vec<Entry> = self
             .waiting
             .extract_if(|_, e| which(e))
@@ -135,39 +137,26 @@ impl Pairing {
             .collect();
         gone.sort_unstable_by_key(|e| e.seq);
         for e in gone {
-            self.release(e, raw, out);
+            release(e, out);
         }
-    }
-
-    /// Passes on an entry whose return never came, without a return value (the engine applies
-    /// no syscall without one); its return was lost, or it is still running. Except a clone:
-    /// one that made a namespace has its return sent from the fork tracepoint before its child
-    /// runs, so a clone without one failed and made nothing, and is not an event.
-    fn release(&mut self, e: Entry, raw: &mut wire::Event, out: &mut impl FnMut(&wire::Event)) {
-        let clone = e.clone;
-        self.fill(e, raw);
-        if !clone {
-            out(raw);
-        }
-    }
-
-    /// `raw` from a waiting entry, which is then no longer awaiting anything.
-    fn fill(&mut self, e: Entry, raw: &mut wire::Event) {
-        // Whole when it came in (checked then).
-        wire_fill(&e.bytes, raw);
-        raw.flags &= !flags::AWAITS_EXIT;
-        self.spare.push(e.bytes);
     }
 }
 
-fn is_clone(kind: u16) -> bool {
-    kind == EventKind::Clone as u16 || kind == EventKind::Clone3 as u16
+/// Passes on an entry whose return never came, without a return value (the engine applies no
+/// syscall without one); its return was lost, or it is still running. Except a clone: one that
+/// made a namespace has its return sent from the fork tracepoint before its child runs, so a
+/// clone without one failed and made nothing, and is not an event.
+fn release(e: Entry, out: &mut impl FnMut(Event)) {
+    if !matches!(e.event.action, Action::Clone { .. }) {
+        out(e.event);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::wire_from_bytes;
+    use crate::decode::{decode, wire_from_bytes};
+    use mntleak_common::EventKind;
 
     const MOUNT_NR: u32 = 165;
     const UMOUNT_NR: u32 = 166;
@@ -208,32 +197,31 @@ mod tests {
         bytes_of(&x).to_vec()
     }
 
-    /// (ts, kind, ret, new mnt ns id) of each event `records` make, then of those still waiting.
-    fn run(records: &[Vec<u8>]) -> Vec<(u64, u16, Option<i64>, Option<u64>)> {
+    /// (ts, call, ret, new mnt ns id) of each event `records` make, then of those still waiting.
+    fn run(records: &[Vec<u8>]) -> Vec<(u64, &'static str, Option<i64>, Option<u64>)> {
         let mut p = Pairing::default();
         let mut raw = wire_from_bytes(&[0u8; wire::Event::HEADER_LEN]).unwrap();
         let mut got = Vec::new();
-        let mut out = |e: &wire::Event| {
-            assert_eq!(e.flags & flags::AWAITS_EXIT, 0);
+        let mut out = |e: Event| {
             got.push((
                 e.task.ts_ns,
-                e.kind,
-                (e.flags & flags::HAS_RET != 0).then_some(e.ret),
-                (e.flags & flags::HAS_NEW_NS != 0).then_some(e.new_ns.mnt_ns_id),
+                e.action.name(),
+                e.ret,
+                e.new_mnt_ns.map(|n| n.id),
             ));
         };
         for r in records {
-            p.push(r, &mut raw, &mut out).unwrap();
+            p.push(r, &mut raw, |raw| decode(raw).ok(), &mut out)
+                .unwrap();
         }
-        p.release_all(&mut raw, &mut out);
+        p.release_all(&mut out);
         assert_eq!(p.in_flight(), 0);
         got
     }
 
     #[test]
     fn each_return_completes_its_threads_entry_in_the_order_of_returns() {
-        let m = EventKind::Mount as u16;
-        let u = EventKind::Umount as u16;
+        let (m, u) = ("mount", "umount2");
         let got = run(&[
             entry(EventKind::Mount, MOUNT_NR, 10, 11, 1),
             entry(EventKind::Umount, UMOUNT_NR, 20, 20, 2),
@@ -245,9 +233,7 @@ mod tests {
 
     #[test]
     fn an_entry_without_its_return_goes_on_without_one_when_its_thread_moves_on() {
-        let m = EventKind::Mount as u16;
-        let u = EventKind::Umount as u16;
-        let x = EventKind::ProcessExit as u16;
+        let (m, u, x) = ("mount", "umount2", "exit");
         let got = run(&[
             // Its return lost: released by the thread's next entry, which pairs as usual.
             entry(EventKind::Mount, MOUNT_NR, 10, 10, 1),
@@ -273,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_return_of_another_syscall_or_of_no_entry_completes_nothing() {
-        let m = EventKind::Mount as u16;
+        let m = "mount";
         let got = run(&[
             exit(10, MOUNT_NR, 0, None),
             entry(EventKind::Mount, MOUNT_NR, 10, 10, 1),
@@ -285,8 +271,7 @@ mod tests {
 
     #[test]
     fn a_clone_completes_from_the_fork_or_is_not_an_event() {
-        let c = EventKind::Clone3 as u16;
-        let s = EventKind::Unshare as u16;
+        let (c, s) = ("clone3", "unshare");
         let got = run(&[
             entry(EventKind::Clone3, 435, 10, 10, 1),
             exit(10, SyscallExit::FROM_FORK, 99, Some(7)),
@@ -305,9 +290,9 @@ mod tests {
         let mut p = Pairing::default();
         let mut raw = wire_from_bytes(&[0u8; wire::Event::HEADER_LEN]).unwrap();
         let short_exit = &exit(1, 1, 0, None)[..20];
-        assert!(p.push(short_exit, &mut raw, |_| {}).is_err());
+        assert!(p.push(short_exit, &mut raw, |_| None, |_| {}).is_err());
         let short_entry = &entry(EventKind::Mount, MOUNT_NR, 1, 1, 1)[..20];
-        assert!(p.push(short_entry, &mut raw, |_| {}).is_err());
+        assert!(p.push(short_entry, &mut raw, |_| None, |_| {}).is_err());
         assert_eq!(p.in_flight(), 0);
     }
 }
