@@ -17,7 +17,7 @@ use mntleak_common::{
 
 use crate::{
     maps::{
-        InFlight, RESOLVERS, disarm, emit, emit_exit, park, parked, record_loss, reset,
+        InFlight, PENDING, RESOLVERS, disarm, emit, emit_exit, park, parked, record_loss, reset,
         scratch_slot, unpark,
     },
     task::{current_ns, fill_current, resolve_fd},
@@ -390,7 +390,7 @@ pub fn resolve_paths(_ctx: TracePointContext) -> u32 {
 pub fn resolve_paths_exit(_ctx: TracePointContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
     // Disarmed by the exit program that tail-called here: looked up directly.
-    let Some(slot) = crate::maps::PENDING.get_ptr_mut(key) else {
+    let Some(slot) = PENDING.get_ptr_mut(key) else {
         return 0;
     };
     // SAFETY: a value of PENDING; only this thread uses its key.
@@ -403,7 +403,7 @@ pub fn resolve_paths_exit(_ctx: TracePointContext) -> u32 {
 }
 
 /// What an exit program adds to the return value.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum ExitKind {
     /// Nothing.
     Plain,

@@ -49,10 +49,9 @@ impl LiveSource {
 
     /// Takes up to `max` ring records and hands each event they complete to `each`, followed by
     /// the namespace facts it calls for; returns the number of records taken (0: the ring is
-    /// empty), or the first
-    /// error of `each`, which drops the rest of the batch (the live CLI stops on it). Records go
-    /// straight from the batch to `each`: an event is a few hundred bytes, and every extra vector
-    /// it passed through was a copy of them.
+    /// empty), or the first error of `each`, which drops the rest of the batch (the live CLI
+    /// stops on it). Records go straight from the batch to `each`: an event is a few hundred
+    /// bytes, and every extra vector it passed through was a copy of them.
     pub fn drain<E>(
         &mut self,
         max: usize,
