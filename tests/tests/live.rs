@@ -322,6 +322,77 @@ fn strings_in_pages_not_yet_touched_are_read_at_the_return() {
     );
 }
 
+/// A call still running when the run ends is reported, without a return value: here an unlinkat
+/// on a FUSE mount whose daemon never answers (requests wait for its INIT reply), the way calls
+/// hang on a dead FUSE or NFS server.
+#[test]
+fn a_call_still_running_at_the_end_is_reported_without_a_return() {
+    let Some(mut t) = tracer() else { return };
+    let dir = Scratch::new("fuse");
+    let fuse = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    assert!(
+        fuse >= 0,
+        "open /dev/fuse: {}",
+        std::io::Error::last_os_error()
+    );
+    let target = CString::new(dir.path()).unwrap();
+    let opts = CString::new(format!("fd={fuse},rootmode=40000,user_id=0,group_id=0")).unwrap();
+    let r = unsafe {
+        libc::mount(
+            c"mntleak-test".as_ptr(),
+            target.as_ptr(),
+            c"fuse".as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    assert_eq!(r, 0, "mount fuse: {}", std::io::Error::last_os_error());
+    let file = CString::new(format!("{}/f", dir.path())).unwrap();
+    let child = fork_child(|| unsafe { libc::unlinkat(libc::AT_FDCWD, file.as_ptr(), 0) });
+    // Until it sleeps in FUSE: its entry is in the ring by then.
+    let wchan = format!("/proc/{child}/wchan");
+    let waiting = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("fuse"))
+    });
+    let mut during = Vec::new();
+    t.drain(&mut during, usize::MAX);
+    let mut at_end = Vec::new();
+    t.release_in_flight(&mut at_end);
+    // Closing the device aborts the connection; the kill ends the wait either way.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+        libc::close(fuse);
+    }
+    assert!(
+        waiting,
+        "the child never slept in FUSE: {:?}",
+        std::fs::read_to_string(&wchan)
+    );
+    let of_child = |recs: &[Record]| -> Vec<Event> {
+        recs.iter()
+            .filter_map(|r| match r {
+                Record::Event(e) if e.task.pid == child as u32 => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(of_child(&during).is_empty(), "{during:#?}");
+    let ended = of_child(&at_end);
+    assert_eq!(ended.len(), 1, "{at_end:#?}");
+    assert_eq!(
+        ended[0].action,
+        Action::Unlink {
+            dirfd: libc::AT_FDCWD,
+            path: KStr::new(file.to_str().unwrap()),
+            rmdir: false,
+            call: UnlinkCall::Unlinkat,
+        }
+    );
+    assert_eq!(ended[0].ret, None);
+}
+
 #[test]
 fn rmdir_of_relative_path_records_the_directory() {
     let Some(mut t) = tracer() else { return };
