@@ -14,9 +14,12 @@ use crate::{
     model::{Action, Event, MntNs},
 };
 
+/// Entries kept at most. A thread waits for one return at a time, so more means returns were
+/// lost by the thousand (the ring was full); the oldest entry then goes on without its return.
+const MAX_WAITING: usize = 1 << 16;
+
 /// An entry waiting for its return, decoded already: the return only adds two fields.
 struct Entry {
-    tgid: u32,
     nr: u32,
     /// Arrival order, so that entries released together keep it.
     seq: u64,
@@ -53,8 +56,9 @@ impl Pairing {
     /// Takes one ring record (copied into `raw` when it is an event). `decode` makes the event
     /// of a wire event, or None for one the caller does not want (the tracer's own, an
     /// undecodable one). `out` gets each whole event, in order: the event a return completes;
-    /// an entry whose return never came (see [`Pairing::release`]) when its thread enters
-    /// another syscall or its process exits; any other event as it is. A return without its
+    /// an entry whose return never came (see [`release`]) when its thread enters another
+    /// syscall or exits as its process's leader, or when [`MAX_WAITING`] are waiting; any
+    /// other event as it is. A return without its
     /// entry (lost, not wanted, or the tracer attached during the call) is dropped. An error
     /// for a record too short to be what it says.
     pub fn push(
@@ -95,7 +99,7 @@ impl Pairing {
                 want: wire::Event::HEADER_LEN,
             });
         }
-        let (tid, tgid) = (raw.task.tid, raw.task.tgid);
+        let tid = raw.task.tid;
         if raw.flags & flags::AWAITS_EXIT != 0 {
             // The thread is in a new syscall: whatever it still had waiting is over.
             if let Some(stale) = self.waiting.remove(&tid) {
@@ -104,19 +108,24 @@ impl Pairing {
             if let Some(event) = decode(raw) {
                 self.seq += 1;
                 let entry = Entry {
-                    tgid,
                     nr: raw.nr,
                     seq: self.seq,
                     event,
                 };
                 self.waiting.insert(tid, entry);
+                if self.waiting.len() > MAX_WAITING {
+                    self.release_oldest(&mut out);
+                }
             }
             return Ok(());
         }
+        // The exit of a process is its leader thread's (`sched_process_exit`), which is in no
+        // syscall any more. Its other threads may still be, until their returns: a mount that
+        // completes while exit_group kills its thread still returns 0.
         if raw.kind == wire::EventKind::ProcessExit as u16
-            && self.waiting.values().any(|e| e.tgid == tgid)
+            && let Some(stale) = self.waiting.remove(&tid)
         {
-            self.release_where(|e| e.tgid == tgid, &mut out);
+            release(stale, &mut out);
         }
         if let Some(event) = decode(raw) {
             out(event);
@@ -127,6 +136,17 @@ impl Pairing {
     /// Releases every entry still waiting (the run ends), oldest first.
     pub fn release_all(&mut self, mut out: impl FnMut(Event)) {
         self.release_where(|_| true, &mut out);
+    }
+
+    fn release_oldest(&mut self, out: &mut impl FnMut(Event)) {
+        let oldest = self
+            .waiting
+            .iter()
+            .min_by_key(|(_, e)| e.seq)
+            .map(|(&tid, _)| tid);
+        if let Some(e) = oldest.and_then(|tid| self.waiting.remove(&tid)) {
+            release(e, out);
+        }
     }
 
     fn release_where(&mut self, which: impl Fn(&Entry) -> bool, out: &mut impl FnMut(Event)) {
@@ -239,22 +259,41 @@ mod tests {
             entry(EventKind::Mount, MOUNT_NR, 10, 10, 1),
             entry(EventKind::Umount, UMOUNT_NR, 10, 10, 2),
             exit(10, UMOUNT_NR, 0, None),
-            // A thread of process 30 in a syscall when the process exits.
-            entry(EventKind::Mount, MOUNT_NR, 30, 31, 3),
-            entry(EventKind::ProcessExit, 0, 30, 30, 4),
+            // Process 30's leader lost its return, then exits; its thread 31 is in a mount
+            // that returns after the exit (exit_group killing it as it completes).
+            entry(EventKind::Umount, UMOUNT_NR, 30, 30, 3),
+            entry(EventKind::Mount, MOUNT_NR, 30, 31, 4),
+            entry(EventKind::ProcessExit, 0, 30, 30, 5),
+            exit(31, MOUNT_NR, 0, None),
             // Still running when the run ends.
-            entry(EventKind::Umount, UMOUNT_NR, 40, 40, 5),
+            entry(EventKind::Umount, UMOUNT_NR, 40, 40, 6),
         ]);
         assert_eq!(
             got,
             [
                 (1, m, None, None),
                 (2, u, Some(0), None),
-                (3, m, None, None),
-                (4, x, None, None),
-                (5, u, None, None)
+                (3, u, None, None),
+                (5, x, None, None),
+                (4, m, Some(0), None),
+                (6, u, None, None)
             ]
         );
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_entry_goes_on_without_its_return() {
+        let mut records: Vec<Vec<u8>> = (0..=MAX_WAITING as u32)
+            .map(|t| entry(EventKind::Umount, UMOUNT_NR, 100 + t, 100 + t, u64::from(t)))
+            .collect();
+        records.push(exit(100, UMOUNT_NR, 0, None));
+        records.push(exit(101, UMOUNT_NR, -22, None));
+        let got = run(&records);
+        assert_eq!(got.len(), MAX_WAITING + 1);
+        // Released when the cap was passed, so its return completed nothing.
+        assert_eq!(got[0], (0, "umount2", None, None));
+        assert_eq!(got[1], (1, "umount2", Some(-22), None));
+        assert!(got[2..].iter().all(|g| g.2.is_none()));
     }
 
     #[test]
