@@ -5,6 +5,8 @@
 //! the kernel side used to send at the return, in the order of the returns. Pure: the live
 //! source feeds it ring records and says how to decode them.
 
+use std::collections::hash_map;
+
 use rustc_hash::FxHashMap;
 
 use mntleak_common::{self as wire, SyscallExit, flags};
@@ -19,7 +21,7 @@ use crate::{
 const MAX_WAITING: usize = 1 << 16;
 
 /// An entry waiting for its return, decoded already: the return only adds two fields.
-struct Entry {
+struct Waiting {
     nr: u32,
     /// Arrival order, so that entries released together keep it.
     seq: u64,
@@ -29,7 +31,7 @@ struct Entry {
 #[derive(Default)]
 pub struct Pairing {
     /// By thread id: a thread is in one syscall at a time.
-    waiting: FxHashMap<u32, Entry>,
+    waiting: FxHashMap<u32, Waiting>,
     seq: u64,
 }
 
@@ -58,9 +60,9 @@ impl Pairing {
     /// undecodable one). `out` gets each whole event, in order: the event a return completes;
     /// an entry whose return never came (see [`release`]) when its thread enters another
     /// syscall or exits as its process's leader, or when [`MAX_WAITING`] are waiting; any
-    /// other event as it is. A return without its
-    /// entry (lost, not wanted, or the tracer attached during the call) is dropped. An error
-    /// for a record too short to be what it says.
+    /// other event as it is. A return without its entry (lost, not wanted, or the tracer
+    /// attached during the call) is dropped. An error for a record too short to be what it
+    /// says.
     pub fn push(
         &mut self,
         rec: &[u8],
@@ -70,19 +72,15 @@ impl Pairing {
     ) -> Result<(), DecodeError> {
         if rec.get(..2) == Some(&SyscallExit::KIND.to_ne_bytes()[..]) {
             let exit = exit_from_bytes(rec)?;
-            let Some(entry) = self.waiting.get(&exit.tid) else {
+            let hash_map::Entry::Occupied(waiting) = self.waiting.entry(exit.tid) else {
                 return Ok(());
             };
-            let clone = matches!(entry.event.action, Action::Clone { .. });
-            if exit.nr != entry.nr && !(exit.nr == SyscallExit::FROM_FORK && clone) {
+            let clone = matches!(waiting.get().event.action, Action::Clone { .. });
+            if exit.nr != waiting.get().nr && !(exit.nr == SyscallExit::FROM_FORK && clone) {
                 // Another syscall's return: this entry's was lost; it goes with the next entry.
                 return Ok(());
             }
-            let mut event = self
-                .waiting
-                .remove(&exit.tid)
-                .expect("looked up above")
-                .event;
+            let mut event = waiting.remove().event;
             event.ret = Some(exit.ret);
             if exit.flags & flags::HAS_NEW_NS != 0 {
                 event.new_mnt_ns = Some(MntNs {
@@ -107,12 +105,12 @@ impl Pairing {
             }
             if let Some(event) = decode(raw) {
                 self.seq += 1;
-                let entry = Entry {
+                let waiting = Waiting {
                     nr: raw.nr,
                     seq: self.seq,
                     event,
                 };
-                self.waiting.insert(tid, entry);
+                self.waiting.insert(tid, waiting);
                 if self.waiting.len() > MAX_WAITING {
                     self.release_oldest(&mut out);
                 }
@@ -135,7 +133,11 @@ impl Pairing {
 
     /// Releases every entry still waiting (the run ends), oldest first.
     pub fn release_all(&mut self, mut out: impl FnMut(Event)) {
-        self.release_where(|_| true, &mut out);
+        let mut gone: Vec<Waiting> = self.waiting.drain().map(|(_, e)| e).collect();
+        gone.sort_unstable_by_key(|e| e.seq);
+        for e in gone {
+            release(e, &mut out);
+        }
     }
 
     fn release_oldest(&mut self, out: &mut impl FnMut(Event)) {
@@ -148,25 +150,13 @@ impl Pairing {
             release(e, out);
         }
     }
-
-    fn release_where(&mut self, which: impl Fn(&Entry) -> bool, out: &mut impl FnMut(Event)) {
-        let mut gone: Vec<Entry> = self
-            .waiting
-            .extract_if(|_, e| which(e))
-            .map(|(_, e)| e)
-            .collect();
-        gone.sort_unstable_by_key(|e| e.seq);
-        for e in gone {
-            release(e, out);
-        }
-    }
 }
 
 /// Passes on an entry whose return never came, without a return value (the engine applies no
 /// syscall without one); its return was lost, or it is still running. Except a clone: one that
 /// made a namespace has its return sent from the fork tracepoint before its child runs, so a
 /// clone without one failed and made nothing, and is not an event.
-fn release(e: Entry, out: &mut impl FnMut(Event)) {
+fn release(e: Waiting, out: &mut impl FnMut(Event)) {
     if !matches!(e.event.action, Action::Clone { .. }) {
         out(e.event);
     }

@@ -34,9 +34,14 @@ fn tracer() -> Option<Tracer> {
 fn events_of(t: &mut Tracer, pid: u32) -> Vec<Event> {
     let mut out = Vec::new();
     t.drain(&mut out, usize::MAX);
-    out.into_iter()
+    events_in(&out, pid)
+}
+
+/// The events of `pid` among `recs`.
+fn events_in(recs: &[Record], pid: u32) -> Vec<Event> {
+    recs.iter()
         .filter_map(|r| match r {
-            Record::Event(e) if e.task.pid == pid => Some(e),
+            Record::Event(e) if e.task.pid == pid => Some(e.clone()),
             _ => None,
         })
         .collect()
@@ -370,16 +375,8 @@ fn a_call_still_running_at_the_end_is_reported_without_a_return() {
         "the child never slept in FUSE: {:?}",
         std::fs::read_to_string(&wchan)
     );
-    let of_child = |recs: &[Record]| -> Vec<Event> {
-        recs.iter()
-            .filter_map(|r| match r {
-                Record::Event(e) if e.task.pid == child as u32 => Some(e.clone()),
-                _ => None,
-            })
-            .collect()
-    };
-    assert!(of_child(&during).is_empty(), "{during:#?}");
-    let ended = of_child(&at_end);
+    assert!(events_in(&during, child as u32).is_empty(), "{during:#?}");
+    let ended = events_in(&at_end, child as u32);
     assert_eq!(ended.len(), 1, "{at_end:#?}");
     assert_eq!(
         ended[0].action,
