@@ -26,12 +26,15 @@ const APT_PACKAGES: &[&str] = &[
 const DEBIAN_RUST_PACKAGES: &[&str] = &["rustc-web", "libstd-rust-web-dev-bpf"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// bpf-linker reads the bitcode rustc writes, and LLVM reads only bitcode of its own major
+/// version or older: a nightly on a newer LLVM fails at link time with "Invalid record".
+const LINKER_LLVM_MAJOR: u32 = 22;
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// What later steps (build, test, demo) must know after setup.
 #[derive(Debug, Default, Clone)]
 pub struct Toolchain {
-    /// Set when nightly rust-src was unavailable and the eBPF object was built the Debian way:
+    /// Set when no usable nightly was found and the eBPF object was built the Debian way:
     /// export it as `MNTLEAK_EBPF_OBJECT` for every later cargo command.
     pub ebpf_object: Option<PathBuf>,
 }
@@ -101,37 +104,86 @@ fn bpf_linker() -> anyhow::Result<()> {
         .args(["--no-default-features", "--features", "llvm-22", "--force"]))
 }
 
-fn nightly_rust_src() -> bool {
-    let installed = |()| {
-        output(Command::new("rustup").args([
-            "component",
-            "list",
-            "--toolchain",
-            "nightly",
-            "--installed",
-        ]))
-        .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")))
-    };
-    if installed(()) {
-        return true;
+fn has_rust_src(toolchain: &str) -> bool {
+    output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        toolchain,
+        "--installed",
+    ]))
+    .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")))
+}
+
+/// Makes sure `toolchain` is installed with rust-src (aya-build builds `core` from source).
+fn install_with_rust_src(toolchain: &str) -> anyhow::Result<()> {
+    if has_rust_src(toolchain) {
+        return Ok(());
     }
-    let added = run(Command::new("rustup").args([
+    run(Command::new("rustup").args([
         "toolchain",
         "install",
-        "nightly",
+        toolchain,
         "--profile",
         "minimal",
         "--component",
         "rust-src",
-    ]))
-    .and_then(|()| {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-    });
-    if let Err(e) = added {
-        eprintln!("setup: nightly rust-src unavailable ({e}); using the Debian toolchain instead");
-        return false;
+    ]))?;
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", toolchain]))?;
+    if !has_rust_src(toolchain) {
+        bail!("{toolchain} still has no rust-src");
     }
-    installed(())
+    Ok(())
+}
+
+/// The major version of the LLVM behind `toolchain`'s rustc ("LLVM version: 23.1.4").
+fn llvm_major(toolchain: &str) -> Option<u32> {
+    let version = output(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"]))?;
+    let line = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))?;
+    line.split('.').next()?.trim().parse().ok()
+}
+
+/// The nightly pinned in mntleak-ebpf/rust-toolchain.toml (its `channel`), for when `nightly`
+/// has moved to an LLVM bpf-linker cannot read. build.rs reads the same line.
+fn pinned_nightly() -> anyhow::Result<String> {
+    let file = workspace_root().join("mntleak-ebpf/rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .next()
+        .with_context(|| format!("{} names no channel", file.display()))
+}
+
+/// Installs a nightly the eBPF crate can be built with (rust-src, an LLVM bpf-linker reads) and
+/// names it. Tries, in build.rs's order, `MNTLEAK_EBPF_TOOLCHAIN`, `nightly`, the pinned nightly.
+fn ebpf_nightly() -> Option<String> {
+    let candidates = std::env::var("MNTLEAK_EBPF_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .into_iter()
+        .chain(["nightly".to_string()])
+        .chain(pinned_nightly().map_err(|e| eprintln!("setup: {e:#}")).ok());
+    for toolchain in candidates {
+        if let Err(e) = install_with_rust_src(&toolchain) {
+            eprintln!("setup: {toolchain} with rust-src unavailable ({e})");
+            continue;
+        }
+        match llvm_major(&toolchain) {
+            Some(major) if major <= LINKER_LLVM_MAJOR => return Some(toolchain),
+            Some(major) => eprintln!(
+                "setup: {toolchain} is on LLVM {major}, newer than bpf-linker's LLVM \
+                 {LINKER_LLVM_MAJOR}: its bitcode would not link"
+            ),
+            None => eprintln!("setup: cannot tell which LLVM {toolchain} is on"),
+        }
+    }
+    eprintln!("setup: no usable nightly; using the Debian toolchain instead");
+    None
 }
 
 fn tracefs() -> anyhow::Result<()> {
@@ -157,9 +209,12 @@ pub fn setup() -> anyhow::Result<Toolchain> {
     apt_install(APT_PACKAGES)?;
     bpf_linker()?;
     let mut result = Toolchain::default();
-    if !nightly_rust_src() {
-        apt_install(DEBIAN_RUST_PACKAGES)?;
-        result.ebpf_object = Some(build_ebpf_debian()?);
+    match ebpf_nightly() {
+        Some(toolchain) => eprintln!("setup: the eBPF crate is built with {toolchain}"),
+        None => {
+            apt_install(DEBIAN_RUST_PACKAGES)?;
+            result.ebpf_object = Some(build_ebpf_debian()?);
+        }
     }
     tracefs()?;
     Ok(result)
@@ -187,7 +242,10 @@ pub fn build_ebpf_debian() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths: Vec<PathBuf> = vec![cargo_bin()];
     paths.extend(std::env::split_paths(&path));
-    run(Command::new("cargo")
+    // The toolchain's own cargo, not rustup's proxy: in mntleak-ebpf the proxy would follow
+    // rust-toolchain.toml to the pinned nightly, which this fallback exists to do without.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo)
         .current_dir(root.join("mntleak-ebpf"))
         .env("RUSTC", rustc)
         .env("RUSTC_BOOTSTRAP", "1")
