@@ -202,11 +202,11 @@ pub fn emit_exit(key: u64, nr: u32, ret: i64, new_ns: Option<NsInfo>) {
         new_ns: new_ns.unwrap_or_default(),
     };
     let size = core::mem::size_of::<SyscallExit>();
-    if EVENTS.output::<SyscallExit>(&rec, wakeup(size)).is_err() {
-        if let Some(loss) = LOSS.get_ptr_mut(0) {
-            // SAFETY: per-CPU value, no concurrent writer on this CPU.
-            unsafe { (*loss).exits += 1 };
-        }
+    if EVENTS.output::<SyscallExit>(&rec, wakeup(size)).is_err()
+        && let Some(loss) = LOSS.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        unsafe { (*loss).exits += 1 };
     }
 }
 

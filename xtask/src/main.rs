@@ -176,20 +176,15 @@ fn lint() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The eBPF crate needs nightly (build-std); `rustup run` because the cargo running xtask is
-    // a toolchain's own binary, which does not understand `+nightly`.
+    // The eBPF crate needs nightly (build-std), the one it is built with; `rustup run` because
+    // the cargo running xtask is a toolchain's own binary, which does not understand `+nightly`.
+    let toolchain = setup::ebpf_build_toolchain();
+    run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", &toolchain]))?;
     run(Command::new("rustup")
         .current_dir(root().join("mntleak-ebpf"))
         .env_remove("RUSTC")
         .env_remove("CARGO")
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "clippy",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-        ])
-        .args(["-Z", "build-std=core", "--", "-D", "warnings"]))
+        .args(["run", &toolchain, "cargo", "clippy", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--", "-D", "warnings"]))
 }

@@ -159,12 +159,31 @@ fn pinned_nightly() -> anyhow::Result<String> {
         .with_context(|| format!("{} names no channel", file.display()))
 }
 
+fn named_toolchain() -> Option<String> {
+    std::env::var("MNTLEAK_EBPF_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// The toolchain build.rs builds the eBPF crate with (same order, nothing installed), so that
+/// lint checks the code with the compiler that builds it: new nightlies bring new lints.
+pub fn ebpf_build_toolchain() -> String {
+    if let Some(named) = named_toolchain() {
+        return named;
+    }
+    if llvm_major("nightly").is_some_and(|major| major <= LINKER_LLVM_MAJOR) {
+        return "nightly".into();
+    }
+    pinned_nightly()
+        .ok()
+        .filter(|pinned| llvm_major(pinned).is_some())
+        .unwrap_or_else(|| "nightly".into())
+}
+
 /// Installs a nightly the eBPF crate can be built with (rust-src, an LLVM bpf-linker reads) and
 /// names it. Tries, in build.rs's order, `MNTLEAK_EBPF_TOOLCHAIN`, `nightly`, the pinned nightly.
 fn ebpf_nightly() -> Option<String> {
-    let candidates = std::env::var("MNTLEAK_EBPF_TOOLCHAIN")
-        .ok()
-        .filter(|t| !t.is_empty())
+    let candidates = named_toolchain()
         .into_iter()
         .chain(["nightly".to_string()])
         .chain(pinned_nightly().map_err(|e| eprintln!("setup: {e:#}")).ok());
