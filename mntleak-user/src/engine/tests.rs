@@ -351,6 +351,20 @@ fn mechanism_a_private_service_leaks_and_unlink_resolves() {
     let r = f[0].resolved.as_ref().expect("resolved");
     assert!(r.how.contains("3.18"), "{}", r.how);
     assert_eq!(r.by.as_ref().unwrap().syscall, "rmdir");
+    // The copy is gone: no command to undo it (an nsenter umount would fail), only how to keep
+    // it from recurring, naming who held it.
+    let fix = &f[0].remediation;
+    assert!(fix[0].starts_with("nothing to undo"), "{fix:#?}");
+    assert!(fix[0].contains("svc (pid 200)"), "{fix:#?}");
+    assert!(
+        fix.iter().any(|r| r.contains("slave namespace")),
+        "{fix:#?}"
+    );
+    assert!(
+        !fix.iter()
+            .any(|r| r.contains("nsenter") || r.contains("umount -l")),
+        "{fix:#?}"
+    );
     assert!(!s.has(2, MERGED));
     let fin = s.eng.finish();
     assert_eq!(fin.len(), 1);

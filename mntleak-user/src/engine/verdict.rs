@@ -206,6 +206,9 @@ impl Engine {
         )
     }
 
+    /// What to do about a finding: undo the copy now (while it exists), then keep it from
+    /// recurring. A resolved leak's copy is gone, so only the second part is left, naming who
+    /// held it.
     fn remediation(&self, f: &Finding) -> Vec<String> {
         let mut r = Vec::new();
         let target = if f.reason_code == "stranded" {
@@ -213,26 +216,41 @@ impl Engine {
         } else {
             &f.mount.path_in_ns
         };
-        if let Some(h) = f.holders.first() {
-            r.push(format!("nsenter -t {} -m umount {}", h.pid, target));
-            let names: Vec<String> = f
-                .holders
-                .iter()
-                .map(|h| format!("{} (pid {})", h.comm, h.pid))
-                .collect();
+        let names: Vec<String> = f
+            .holders
+            .iter()
+            .map(|h| format!("{} (pid {})", h.comm, h.pid))
+            .collect();
+        let resolved = f.resolved.is_some();
+        if resolved {
+            let who = if names.is_empty() {
+                String::new()
+            } else {
+                format!("; it was held by {}", names.join(", "))
+            };
             r.push(format!(
-                "or stop/restart the holder so its namespace goes away: {}",
-                names.join(", ")
+                "nothing to undo: the kernel no longer has the copy{who}; to keep it from recurring:"
             ));
-        }
-        if let Some(p) = &f.pin {
-            r.push(format!(
-                "remove the pin keeping the namespace alive: umount the {p} (and close fds open on it)"
-            ));
+        } else {
+            if let Some(h) = f.holders.first() {
+                r.push(format!("nsenter -t {} -m umount {}", h.pid, target));
+                r.push(format!(
+                    "or stop/restart the holder so its namespace goes away: {}",
+                    names.join(", ")
+                ));
+            }
+            if let Some(p) = &f.pin {
+                r.push(format!(
+                    "remove the pin keeping the namespace alive: umount the {p} (and close fds open on it)"
+                ));
+            }
         }
         let by = f.leaked_by.as_ref();
         let cut = f.cut_off_by.as_ref();
         match f.reason_code.as_str() {
+            "stranded" if resolved => r.push(
+                "keep the daemon's namespace across restarts (MountFlags=shared, or docker live-restore)".into(),
+            ),
             "stranded" => r.push(
                 "run the owner's umount in the namespace that holds the mount; keep the daemon's namespace across restarts (MountFlags=shared, or docker live-restore)".into(),
             ),
@@ -248,7 +266,9 @@ impl Engine {
                 }
             }
         }
-        r.push("do not lazily detach (umount -l) as the fix: it hides the mount but keeps the filesystem busy".into());
+        if !resolved {
+            r.push("do not lazily detach (umount -l) as the fix: it hides the mount but keeps the filesystem busy".into());
+        }
         r
     }
 
@@ -420,6 +440,7 @@ impl Engine {
             time,
             by: ev.map(|e| evref(e, None)),
         });
+        f.remediation = self.remediation(&f);
         self.out.push(f.clone());
         self.resolved.push_back(f);
         while self.resolved.len() > MAX_RESOLVED {
