@@ -178,7 +178,8 @@ fn lint() -> anyhow::Result<()> {
     ]))?;
     // The eBPF crate needs nightly (build-std), the one it is built with; `rustup run` because
     // the cargo running xtask is a toolchain's own binary, which does not understand `+nightly`.
-    let toolchain = setup::ebpf_build_toolchain();
+    let toolchain =
+        setup::ebpf_toolchain::choose(&setup::ebpf_dir()).unwrap_or_else(|| "nightly".into());
     run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", &toolchain]))?;
     run(Command::new("rustup")
         .current_dir(root().join("mntleak-ebpf"))

@@ -8,6 +8,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+#[path = "../../mntleak-user/ebpf_toolchain.rs"]
+pub mod ebpf_toolchain;
+
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -26,9 +29,6 @@ const APT_PACKAGES: &[&str] = &[
 const DEBIAN_RUST_PACKAGES: &[&str] = &["rustc-web", "libstd-rust-web-dev-bpf"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-/// bpf-linker reads the bitcode rustc writes, and LLVM reads only bitcode of its own major
-/// version or older: a nightly on a newer LLVM fails at link time with "Invalid record".
-const LINKER_LLVM_MAJOR: u32 = 22;
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// What later steps (build, test, demo) must know after setup.
@@ -136,67 +136,33 @@ fn install_with_rust_src(toolchain: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The major version of the LLVM behind `toolchain`'s rustc ("LLVM version: 23.1.4").
-fn llvm_major(toolchain: &str) -> Option<u32> {
-    let version = output(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"]))?;
-    let line = version
-        .lines()
-        .find_map(|l| l.strip_prefix("LLVM version: "))?;
-    line.split('.').next()?.trim().parse().ok()
-}
-
-/// The nightly pinned in mntleak-ebpf/rust-toolchain.toml (its `channel`), for when `nightly`
-/// has moved to an LLVM bpf-linker cannot read. build.rs reads the same line.
-fn pinned_nightly() -> anyhow::Result<String> {
-    let file = workspace_root().join("mntleak-ebpf/rust-toolchain.toml");
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("channel"))
-        .filter_map(|rest| rest.trim().strip_prefix('='))
-        .map(|v| v.trim().trim_matches('"').to_string())
-        .next()
-        .with_context(|| format!("{} names no channel", file.display()))
-}
-
-fn named_toolchain() -> Option<String> {
-    std::env::var("MNTLEAK_EBPF_TOOLCHAIN")
-        .ok()
-        .filter(|t| !t.is_empty())
-}
-
-/// The toolchain build.rs builds the eBPF crate with (same order, nothing installed), so that
-/// lint checks the code with the compiler that builds it: new nightlies bring new lints.
-pub fn ebpf_build_toolchain() -> String {
-    if let Some(named) = named_toolchain() {
-        return named;
-    }
-    if llvm_major("nightly").is_some_and(|major| major <= LINKER_LLVM_MAJOR) {
-        return "nightly".into();
-    }
-    pinned_nightly()
-        .ok()
-        .filter(|pinned| llvm_major(pinned).is_some())
-        .unwrap_or_else(|| "nightly".into())
+/// The eBPF crate's directory, where its rust-toolchain.toml pins the fallback nightly.
+pub fn ebpf_dir() -> PathBuf {
+    workspace_root().join("mntleak-ebpf")
 }
 
 /// Installs a nightly the eBPF crate can be built with (rust-src, an LLVM bpf-linker reads) and
 /// names it. Tries, in build.rs's order, `MNTLEAK_EBPF_TOOLCHAIN`, `nightly`, the pinned nightly.
 fn ebpf_nightly() -> Option<String> {
-    let candidates = named_toolchain()
+    let candidates = ebpf_toolchain::named()
         .into_iter()
         .chain(["nightly".to_string()])
-        .chain(pinned_nightly().map_err(|e| eprintln!("setup: {e:#}")).ok());
+        .chain(
+            ebpf_toolchain::pinned(&ebpf_dir())
+                .map_err(|e| eprintln!("setup: {e:#}"))
+                .ok(),
+        );
     for toolchain in candidates {
         if let Err(e) = install_with_rust_src(&toolchain) {
             eprintln!("setup: {toolchain} with rust-src unavailable ({e})");
             continue;
         }
-        match llvm_major(&toolchain) {
-            Some(major) if major <= LINKER_LLVM_MAJOR => return Some(toolchain),
+        match ebpf_toolchain::llvm_major(&toolchain) {
+            Some(major) if major <= ebpf_toolchain::LINKER_LLVM_MAJOR => return Some(toolchain),
             Some(major) => eprintln!(
-                "setup: {toolchain} is on LLVM {major}, newer than bpf-linker's LLVM \
-                 {LINKER_LLVM_MAJOR}: its bitcode would not link"
+                "setup: {toolchain} is on LLVM {major}, newer than bpf-linker's LLVM {}: its \
+                 bitcode would not link",
+                ebpf_toolchain::LINKER_LLVM_MAJOR
             ),
             None => eprintln!("setup: cannot tell which LLVM {toolchain} is on"),
         }
