@@ -222,16 +222,7 @@ impl Engine {
             .map(|h| format!("{} (pid {})", h.comm, h.pid))
             .collect();
         let resolved = f.resolved.is_some();
-        if resolved {
-            let who = if names.is_empty() {
-                String::new()
-            } else {
-                format!("; it was held by {}", names.join(", "))
-            };
-            r.push(format!(
-                "nothing to undo: the kernel no longer has the copy{who}; to keep it from recurring:"
-            ));
-        } else {
+        if !resolved {
             if let Some(h) = f.holders.first() {
                 r.push(format!("nsenter -t {} -m umount {}", h.pid, target));
                 r.push(format!(
@@ -245,6 +236,32 @@ impl Engine {
                 ));
             }
         }
+        let prevention = Self::prevention(f, resolved);
+        if resolved {
+            let who = if names.is_empty() {
+                String::new()
+            } else {
+                format!("; it was held by {}", names.join(", "))
+            };
+            let next = if prevention.is_empty() {
+                ""
+            } else {
+                "; to keep it from recurring:"
+            };
+            r.push(format!(
+                "nothing to undo: the kernel no longer has the copy{who}{next}"
+            ));
+        }
+        r.extend(prevention);
+        if !resolved {
+            r.push("do not lazily detach (umount -l) as the fix: it hides the mount but keeps the filesystem busy".into());
+        }
+        r
+    }
+
+    /// Advice that keeps such a copy from being made again, by how it was made.
+    fn prevention(f: &Finding, resolved: bool) -> Vec<String> {
+        let mut r = Vec::new();
         let by = f.leaked_by.as_ref();
         let cut = f.cut_off_by.as_ref();
         match f.reason_code.as_str() {
@@ -265,9 +282,6 @@ impl Engine {
                     r.push("give the service a slave namespace (systemd MountFlags=slave, unshare --propagation slave) or avoid PrivateTmp/ProtectSystem for services that must not hold container mounts".into());
                 }
             }
-        }
-        if !resolved {
-            r.push("do not lazily detach (umount -l) as the fix: it hides the mount but keeps the filesystem busy".into());
         }
         r
     }
