@@ -64,18 +64,39 @@ fn exit_program(sc: &str) -> &'static str {
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LiveOptions {
     /// Ring buffer size: a power of two, at least one page.
     pub ring_bytes: u32,
+    /// Attach points (as [`attach_points`] names them) to leave out: the run is then degraded
+    /// and says so, as when the kernel lacks them.
+    pub skip: Vec<String>,
 }
 
 impl Default for LiveOptions {
     fn default() -> Self {
         Self {
             ring_bytes: 16 << 20,
+            skip: Vec::new(),
         }
     }
+}
+
+/// Every attach point the tracer may use, by the names a degraded run lists them under.
+pub fn attach_points() -> Vec<String> {
+    let mut all = vec![
+        "paths/resolve_paths".to_string(),
+        "tp_btf/sched_process_fork".to_string(),
+    ];
+    for sc in SYSCALLS {
+        all.push(format!("syscalls/sys_enter_{sc}"));
+        all.push(format!("syscalls/sys_exit_{sc}"));
+    }
+    all.extend([
+        "sched/sched_process_exec".into(),
+        "sched/sched_process_exit".into(),
+    ]);
+    all
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +115,8 @@ pub enum LiveError {
     Tracefs(std::io::Error),
     #[error("ring buffer size {0} is not a power of two of at least 4096 bytes")]
     RingSize(u32),
+    #[error("--skip {0}: no such attach point (one of: {all})", all = attach_points().join(", "))]
+    UnknownAttachPoint(String),
     #[error(transparent)]
     Btf(#[from] btf::BtfError),
     #[error("loading the eBPF object: {0}")]
@@ -208,6 +231,10 @@ impl Tracer {
         if !opts.ring_bytes.is_power_of_two() || opts.ring_bytes < 4096 {
             return Err(LiveError::RingSize(opts.ring_bytes));
         }
+        let known = attach_points();
+        if let Some(unknown) = opts.skip.iter().find(|s| !known.contains(s)) {
+            return Err(LiveError::UnknownAttachPoint(unknown.clone()));
+        }
         mount_tracefs()?;
         let offsets = btf::kernel_offsets()?;
         let mut ebpf = EbpfLoader::new()
@@ -227,13 +254,22 @@ impl Tracer {
             first_failure.get_or_insert_with(|| format!("{what}: {why}"));
             missing.push(what);
         };
+        // Each attach point the user left out fails as one the kernel lacks would.
+        let skipped = |what: &str| -> Result<(), String> {
+            match opts.skip.iter().any(|s| s == what) {
+                true => Err("left out by --skip".into()),
+                false => Ok(()),
+            }
+        };
         // Before the syscall programs, so that their first events already carry resolved paths.
-        if let Err(why) = install_resolvers(&mut ebpf) {
+        if let Err(why) = skipped("paths/resolve_paths").and_then(|()| install_resolvers(&mut ebpf))
+        {
             note("paths/resolve_paths".into(), why, &mut missing);
         }
         // First: whether clone's exits need tracing depends on it.
         let mut attached = 0usize;
         let fork = (|| -> Result<(), String> {
+            skipped("tp_btf/sched_process_fork")?;
             let kbtf = aya::Btf::from_sys_fs().map_err(|e| format!("btf: {e}"))?;
             let p: &mut BtfTracePoint = ebpf
                 .program_mut("sched_process_fork")
@@ -259,7 +295,9 @@ impl Tracer {
         for sc in SYSCALLS {
             let enter = format!("sys_enter_{sc}");
             let exit = format!("sys_exit_{sc}");
-            if let Err(why) = attach_tp(&mut ebpf, &enter, "syscalls", &enter) {
+            if let Err(why) = skipped(&format!("syscalls/{enter}"))
+                .and_then(|()| attach_tp(&mut ebpf, &enter, "syscalls", &enter))
+            {
                 note(format!("syscalls/{enter}"), why, &mut missing);
                 continue;
             }
@@ -270,13 +308,17 @@ impl Tracer {
                 continue;
             }
             // Without its exit the enter's events would have no return value.
-            match attach_tp(&mut ebpf, exit_program(sc), "syscalls", &exit) {
+            match skipped(&format!("syscalls/{exit}"))
+                .and_then(|()| attach_tp(&mut ebpf, exit_program(sc), "syscalls", &exit))
+            {
                 Ok(()) => attached += 1,
                 Err(why) => note(format!("syscalls/{exit}"), why, &mut missing),
             }
         }
         for tp in ["sched_process_exec", "sched_process_exit"] {
-            match attach_tp(&mut ebpf, tp, "sched", tp) {
+            match skipped(&format!("sched/{tp}"))
+                .and_then(|()| attach_tp(&mut ebpf, tp, "sched", tp))
+            {
                 Ok(()) => attached += 1,
                 Err(why) => note(format!("sched/{tp}"), why, &mut missing),
             }

@@ -495,7 +495,10 @@ fn a_full_ring_buffer_counts_losses() {
     // strings + the 21-byte path, 8-aligned, + the ring's 8-byte header = 184), and its return
     // (40 + 8). One page holds 17 syscalls; at most 22 entries. Nobody drains it meanwhile.
     let required = std::env::var("MNTLEAK_REQUIRE_BPF").is_ok_and(|v| v == "1");
-    let mut t = match Tracer::attach(&LiveOptions { ring_bytes: 4096 }) {
+    let mut t = match Tracer::attach(&LiveOptions {
+        ring_bytes: 4096,
+        ..Default::default()
+    }) {
         Ok(t) => t,
         Err(e) if !required => return eprintln!("skipping: {e}"),
         Err(e) => panic!("{e}"),
@@ -522,9 +525,12 @@ fn a_full_ring_buffer_counts_losses() {
     let evs = events_of(&mut t, child as u32);
     assert!(evs.len() <= 22, "{} events", evs.len());
     assert_eq!(
-        Tracer::attach(&LiveOptions { ring_bytes: 5000 })
-            .err()
-            .map(|e| e.to_string()),
+        Tracer::attach(&LiveOptions {
+            ring_bytes: 5000,
+            ..Default::default()
+        })
+        .err()
+        .map(|e| e.to_string()),
         Some("ring buffer size 5000 is not a power of two of at least 4096 bytes".into())
     );
 }

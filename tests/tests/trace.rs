@@ -118,6 +118,74 @@ fn bad_input_is_one_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
+/// An attach point left out (`--skip`, as a kernel without it would) makes a degraded run that
+/// says what it cannot trace: on stderr at the start, in the summary, in the capture's header,
+/// and again when the capture is replayed. Its events are really missing; the others are not.
+#[test]
+fn a_degraded_run_lists_what_it_cannot_trace_live_and_in_its_capture() {
+    if !require_root() {
+        return;
+    }
+    let dir = Scratch::new("degraded");
+    let cap = dir.join("degraded.mntcap");
+    let cap_s = cap.display().to_string();
+    let skipped = "syscalls/sys_enter_unlinkat";
+    let trace = TraceSession::start(&[
+        "--json", "--skip", skipped, "--output", &cap_s, "--comm", "rm", "--comm", "rmdir",
+    ])
+    .unwrap();
+    // rm unlinks with unlinkat (left out); rmdir uses rmdir (still traced).
+    sh(&format!(
+        "mkdir -p {d}/gone; touch {d}/file; rm {d}/file; rmdir {d}/gone",
+        d = dir.s()
+    ))
+    .unwrap();
+    let live = trace.stop().unwrap();
+    assert!(live.status.success(), "{live:?}");
+    let said = format!("degraded run, cannot trace: {skipped}");
+    assert!(live.stderr.contains(&said), "{}", live.stderr);
+    let events = live.json();
+    let gone = format!("{}/gone", dir.s());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["syscall"] == "rmdir" && e.to_string().contains(&gone)),
+        "the rmdir is traced: {}",
+        live.stdout
+    );
+    assert!(
+        !events.iter().any(|e| e["syscall"] == "unlinkat"),
+        "unlinkat was left out: {}",
+        live.stdout
+    );
+    let summary = events.iter().find(|e| e["kind"] == "summary").unwrap();
+    assert_eq!(
+        summary["not_traced"],
+        serde_json::json!([skipped]),
+        "{summary}"
+    );
+
+    // Offline the capture says so too, without root.
+    let replay = run_tracer(&["replay", "--json", "--quiet", &cap_s]);
+    assert!(replay.status.success(), "{replay:?}");
+    assert!(
+        replay.stderr.contains("degraded run") && replay.stderr.contains(skipped),
+        "{replay:?}"
+    );
+    assert!(
+        replay
+            .stdout
+            .contains(&format!("\"not_traced\":[\"{skipped}\"]")),
+        "{replay:?}"
+    );
+
+    // A name that is no attach point is one line and exit 2, before anything is attached.
+    let out = run_tracer(&["--skip", "syscalls/sys_enter_unlinkt", "--duration", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("no such attach point"), "{out:?}");
+}
+
 #[test]
 fn without_root_live_mode_says_so_in_one_line() {
     if !require_root() {

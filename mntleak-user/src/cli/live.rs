@@ -90,8 +90,11 @@ async fn trace(
     ring_bytes: u32,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let (mut source, snapshot) =
-        LiveSource::start(&LiveOptions { ring_bytes }).context("cannot start tracing")?;
+    let (mut source, snapshot) = LiveSource::start(&LiveOptions {
+        ring_bytes,
+        skip: args.skip.clone(),
+    })
+    .context("cannot start tracing")?;
     tracing::info!(attach_ms = started.elapsed().as_millis() as u64, "attached");
     let missing = source.tracer().missing().to_vec();
     if !missing.is_empty() {

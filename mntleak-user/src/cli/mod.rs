@@ -84,6 +84,10 @@ pub struct LiveArgs {
     /// Ring buffer size in bytes (a power of two multiple of the page size).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16M")]
     pub ring_size: u64,
+    /// Do not attach this program (e.g. syscalls/sys_enter_unlinkat); the run says it is
+    /// degraded, and so does its capture. Repeatable.
+    #[arg(long, value_name = "ATTACH POINT")]
+    pub skip: Vec<String>,
     #[command(flatten)]
     pub runtime: crate::container::RuntimeArgs,
 }

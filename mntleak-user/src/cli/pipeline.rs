@@ -34,6 +34,8 @@ impl<W: Write> Pipeline<W> {
             focus: filter.focus().to_vec(),
             detach_on_unlink: true,
         };
+        let mut summary = Summary::default();
+        summary.not_traced = header.missing.clone();
         Self {
             engine: Engine::new(config),
             filter,
@@ -41,7 +43,7 @@ impl<W: Write> Pipeline<W> {
             json,
             quiet,
             out,
-            summary: Summary::default(),
+            summary,
             leaks: 0,
         }
     }

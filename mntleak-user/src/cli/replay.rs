@@ -27,6 +27,13 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let reader = CaptureReader::open(&args.files)
         .with_context(|| format!("cannot replay {}", args.files[0].display()))?;
     let header = reader.header().clone();
+    if !header.missing.is_empty() {
+        eprintln!(
+            "mntleak-trace: {} was recorded by a degraded run that could not trace: {}",
+            args.files[0].display(),
+            crate::report::escape::escape(&header.missing.join(", "))
+        );
+    }
     let stdout = std::io::stdout().lock();
     let mut pipeline = Pipeline::new(
         header,

@@ -440,6 +440,9 @@ pub fn lost_json(count: u64, first_wall_ns: i64, last_wall_ns: i64) -> Value {
 pub struct Summary {
     pub events: u64,
     pub lost: u64,
+    /// What the run could not trace (a degraded run; the capture header's list): its events
+    /// are missing, not absent.
+    pub not_traced: Vec<String>,
     /// By [`Action::call_index`]: an array, as this is counted for every event.
     calls: [u64; CALL_NAMES.len()],
     failed: [u64; CALL_NAMES.len()],
@@ -473,6 +476,13 @@ impl Summary {
 
     pub fn render_text(&self) -> String {
         let mut s = format!("summary: {} events, {} lost\n", self.events, self.lost);
+        if !self.not_traced.is_empty() {
+            let _ = writeln!(
+                s,
+                "  degraded run, not traced: {}",
+                escape(&self.not_traced.join(", "))
+            );
+        }
         let failed = self.failed();
         for (name, n) in &self.by_syscall() {
             let _ = write!(s, "  {name:<14} {n:>10}");
@@ -489,6 +499,7 @@ impl Summary {
             "kind": "summary",
             "events": self.events,
             "lost": self.lost,
+            "not_traced": self.not_traced,
             "by_syscall": self.by_syscall(),
             "failed": self.failed(),
         })

@@ -97,6 +97,7 @@ impl World {
             }
             None => LiveSource::start(&LiveOptions {
                 ring_bytes: 4 << 20,
+                ..Default::default()
             })
             .map_err(tracer_error)?,
         };
