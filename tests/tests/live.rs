@@ -544,6 +544,80 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// Without the fork program (left out here, as on a kernel without tp_btf), clone's own exit
+/// programs send its return: a clone that makes a mount namespace still names its child, and
+/// the run lists what it lacks. A plain fork is still not sent, and its return completes nothing.
+#[test]
+fn without_the_fork_program_a_clone_gets_its_child_from_its_own_return() {
+    let required = std::env::var("MNTLEAK_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    let fork_program = "tp_btf/sched_process_fork".to_string();
+    let mut t = match Tracer::attach(&LiveOptions {
+        skip: vec![fork_program.clone()],
+        ..Default::default()
+    }) {
+        Ok(t) => t,
+        Err(e) if !required => return eprintln!("skipping: {e}"),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(t.missing(), [fork_program]);
+    let mut cargs: libc::clone_args = unsafe { std::mem::zeroed() };
+    cargs.flags = uapi::CLONE_NEWNS;
+    cargs.exit_signal = libc::SIGCHLD as u64;
+    let child = fork_child(|| unsafe {
+        use libc::{SYS_clone, SYS_clone3, syscall};
+        let wait = |pid: libc::c_long| {
+            pid > 0 && libc::waitpid(pid as i32, std::ptr::null_mut(), 0) == pid as i32
+        };
+        let pid = syscall(
+            SYS_clone3,
+            &raw const cargs,
+            std::mem::size_of::<libc::clone_args>(),
+        );
+        if pid == 0 {
+            syscall(libc::SYS_exit, 0);
+        }
+        if !wait(pid) {
+            return 1;
+        }
+        // clone(flags, stack = NULL: the child runs on a copy of this stack, as fork's does).
+        let flags = (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_ulong;
+        let pid = syscall(SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
+        if pid == 0 {
+            syscall(libc::SYS_exit, 0);
+        }
+        if !wait(pid) {
+            return 2;
+        }
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        if !wait(pid as libc::c_long) {
+            return 3;
+        }
+        0
+    });
+    assert_eq!(reap(child), 0);
+    let evs = events_of(&mut t, child as u32);
+    let clones: Vec<&Event> = evs
+        .iter()
+        .filter(|e| matches!(e.action, Action::Clone { .. }))
+        .collect();
+    assert_eq!(clones.len(), 2, "clone3 and clone, not the fork: {evs:#?}");
+    for c in &clones {
+        let Action::Clone { flags, .. } = c.action else {
+            unreachable!()
+        };
+        assert_eq!(flags & uapi::CLONE_NEWNS, uapi::CLONE_NEWNS, "{c:?}");
+        let child = c.ret.expect("the clone's return, from its exit program");
+        assert!(child > 0, "the parent's return names the child: {c:?}");
+    }
+    assert!(
+        !evs.iter().any(|e| matches!(e.action, Action::Fork { .. })),
+        "no fork events without the fork program: {evs:#?}"
+    );
+}
+
 #[test]
 fn new_mount_api_setns_and_clone3_arguments() {
     let Some(mut t) = tracer() else { return };
