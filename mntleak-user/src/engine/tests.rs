@@ -365,6 +365,11 @@ fn mechanism_a_private_service_leaks_and_unlink_resolves() {
             .any(|r| r.contains("nsenter") || r.contains("umount -l")),
         "{fix:#?}"
     );
+    let txt = crate::report::finding::finding_text(&f[0], &|t| format!("T{t}"));
+    assert!(
+        txt.contains("held by:     200 (svc) (until the copy went)"),
+        "{txt}"
+    );
     assert!(!s.has(2, MERGED));
     let fin = s.eng.finish();
     assert_eq!(fin.len(), 1);

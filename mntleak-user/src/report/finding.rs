@@ -199,7 +199,13 @@ pub fn finding_text(f: &Finding, wall: &dyn Fn(u64) -> String) -> String {
             .iter()
             .map(|h| format!("{} ({})", h.pid, escape(&h.comm)))
             .collect();
-        let _ = writeln!(s, "  held by:     {}", list.join(", "));
+        // A resolved leak's copy is gone: these held it, they hold nothing now.
+        let until = if f.is_resolved() {
+            " (until the copy went)"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "  held by:     {}{until}", list.join(", "));
     }
     if let Some(r) = &f.resolved {
         let by =
