@@ -27,13 +27,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let reader = CaptureReader::open(&args.files)
         .with_context(|| format!("cannot replay {}", args.files[0].display()))?;
     let header = reader.header().clone();
-    if !header.missing.is_empty() {
-        eprintln!(
-            "mntleak-trace: {} was recorded by a degraded run that could not trace: {}",
-            args.files[0].display(),
-            crate::report::escape::escape(&header.missing.join(", "))
-        );
-    }
+    let missing = header.missing.clone();
     let stdout = std::io::stdout().lock();
     let mut pipeline = Pipeline::new(
         header,
@@ -46,6 +40,14 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         pipeline.handle(rec).context("cannot write to stdout")
     })?;
     let outcome = pipeline.finish().context("cannot write to stdout")?;
+    // After the replay, so that a capture that fails to read gets one error line only.
+    if !missing.is_empty() {
+        eprintln!(
+            "mntleak-trace: {} was recorded by a degraded run that could not trace: {}",
+            args.files[0].display(),
+            crate::report::escape::escape(&missing.join(", "))
+        );
+    }
     if let Some((file, offset)) = stopped {
         eprintln!(
             "mntleak-trace: {} ends inside a write at byte {offset} (cut short, or still being written): replayed everything before it",
