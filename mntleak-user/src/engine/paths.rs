@@ -77,15 +77,23 @@ fn is_normal(p: &str) -> bool {
     if !p.starts_with('/') || p == "/var/run" || p.starts_with("/var/run/") {
         return false;
     }
-    // Every component non-empty and neither `.` nor `..`: what follows each slash, found by a
-    // vectorised search (this runs for most events' paths).
     let b = p.as_bytes();
-    memchr::memchr_iter(b'/', b).all(|i| {
-        !matches!(
-            &b[i + 1..],
-            [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]
-        )
-    })
+    if b.ends_with(b"/") {
+        return false;
+    }
+    // Most paths hold neither "//" nor "/.": one branch-free pass over the byte pairs, which the
+    // compiler vectorises (this runs for most events' paths; a memchr per slash cost ~3x more).
+    let suspect = b.iter().zip(&b[1..]).fold(false, |acc, (&a, &c)| {
+        acc | ((a == b'/') & ((c == b'/') | (c == b'.')))
+    });
+    // A dot after a slash may still start a name (".hidden"): every component checked exactly.
+    !suspect
+        || memchr::memchr_iter(b'/', b).all(|i| {
+            !matches!(
+                &b[i + 1..],
+                [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]
+            )
+        })
 }
 
 /// `p` as (directory, rest), both clean, when nothing needs splitting: a clean absolute `p`
@@ -312,6 +320,13 @@ mod t {
             "/d/../e",
             "x/./y",
             "run/x",
+            // Longer than a vector register, with the flaw past its first lanes.
+            "/var/lib/docker/overlay2/0123456789abcdef/merged",
+            "/var/lib/docker/overlay2/0123456789abcdef/.merged",
+            "/var/lib/docker/overlay2/0123456789abcdef//merged",
+            "/var/lib/docker/overlay2/0123456789abcdef/merged/",
+            "/var/lib/docker/overlay2/0123456789abcdef/../merged",
+            "/var/lib/docker/overlay2/0123456789abcdef/./merged",
         ];
         let mut compared = 0;
         for root in ["", "/", "/r", "/r/"] {

@@ -609,7 +609,7 @@ impl Engine {
         // One lookup for a known process (almost every event).
         let known = self.procs.get_mut(&pid).map(|p| {
             if p.comm != e.task.comm.text && !e.task.comm.text.is_empty() {
-                p.comm = e.task.comm.text.clone();
+                p.comm.clone_from(&e.task.comm.text);
             }
             p.own_events |= own;
             // Usually no chroot: an empty root costs no clone.
