@@ -130,6 +130,9 @@ pub struct Engine {
     /// never die again). Namespace ids are never reused, so remembering recent ones suffices.
     recently_dead: VecDeque<u64>,
     recently_dead_set: HashSet<u64>,
+    /// Namespaces removed so far: a process's note that its comm is in a namespace's `comms`
+    /// holds only while none was (an id may come back as a new namespace).
+    ns_removals: u64,
     /// Namespace copies that wait (see `copy_ns`), oldest first. Rarely more than one: any
     /// record other than process lifecycle makes them.
     pending_copies: Vec<state::PendingCopy>,
@@ -179,6 +182,7 @@ impl Engine {
             placed_in: None,
             recently_dead: VecDeque::new(),
             recently_dead_set: HashSet::default(),
+            ns_removals: 0,
             pending_copies: Vec::new(),
             stats: EngineStats::default(),
         }

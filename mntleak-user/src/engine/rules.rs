@@ -483,6 +483,7 @@ impl Engine {
             }
         }
         self.ns.remove(&id);
+        self.ns_removals += 1;
         if self.recently_dead_set.insert(id) {
             self.recently_dead.push_back(id);
             if self.recently_dead.len() > super::RECENTLY_DEAD
@@ -608,9 +609,13 @@ impl Engine {
         let own = !matches!(e.action, Action::Fork { .. } | Action::Clone { .. });
         // One lookup for a known process (almost every event).
         let known = self.procs.get_mut(&pid).map(|p| {
-            if p.comm != e.task.comm.text && !e.task.comm.text.is_empty() {
-                p.comm.clone_from(&e.task.comm.text);
+            if p.comm != e.task.comm.text {
+                p.comm_noted = None;
+                if !e.task.comm.text.is_empty() {
+                    p.comm.clone_from(&e.task.comm.text);
+                }
             }
+            let noted = p.comm_noted;
             p.own_events |= own;
             // Usually no chroot: an empty root costs no clone.
             let root = if p.root.is_empty() {
@@ -618,9 +623,9 @@ impl Engine {
             } else {
                 p.root.clone()
             };
-            (p.ns, root)
+            (p.ns, root, noted)
         });
-        let (pns, root) = match known {
+        let (pns, root, noted) = match known {
             Some(k) => k,
             None => {
                 let ns = if task_ns.id != 0 {
@@ -642,7 +647,7 @@ impl Engine {
                 {
                     self.ensure_ns(ns).members.insert(pid);
                 }
-                (ns.id, String::new())
+                (ns.id, String::new(), None)
             }
         };
         // The namespace the call acted in (unshare/setns report the one after: use ours).
@@ -665,8 +670,16 @@ impl Engine {
             }
             _ => pns,
         };
-        if let Some(n) = self.ns.get_mut(&ns) {
-            note_comm(n, e.task.comm.as_str());
+        if noted != Some((ns, self.ns_removals))
+            && let Some(n) = self.ns.get_mut(&ns)
+        {
+            let comm = e.task.comm.as_str();
+            note_comm(n, comm);
+            if !comm.is_empty()
+                && let Some(p) = self.procs.get_mut(&pid)
+            {
+                p.comm_noted = Some((ns, self.ns_removals));
+            }
         }
         let ok = match e.ret {
             Some(r) => r >= 0,

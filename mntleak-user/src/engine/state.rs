@@ -198,6 +198,10 @@ pub(super) struct Proc {
     pub ns_change: Option<Ev>,
     /// Events of its own were seen: a late clone/fork record must not move it any more.
     pub own_events: bool,
+    /// (namespace, `Engine::ns_removals` then): `comm` is in that namespace's `comms` already,
+    /// so its next events there skip the namespace lookup (most events are one process's
+    /// unlinks in a row).
+    pub comm_noted: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]

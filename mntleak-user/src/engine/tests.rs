@@ -1890,3 +1890,18 @@ fn a_fact_read_during_new_mounts_adds_what_it_shows_and_keeps_the_rest() {
     assert!(s.has(40, "/run/unplaced"), "{:#?}", s.eng.mount_table(40));
     assert!(s.has(40, "/pin"), "{:#?}", s.eng.mount_table(40));
 }
+
+#[test]
+fn a_namespace_id_seen_again_learns_who_acts_in_it_again() {
+    // A process's events skip noting its command once it is noted in a namespace; a namespace
+    // that died and whose id came back (inode numbers repeat in long captures) starts empty.
+    let mut s = S::new();
+    s.fork(1, "systemd", HOST, 300);
+    s.unshare(300, "ntpd", HOST, 10);
+    s.unlink(300, "ntpd", 10, "/tmp/x", false, 0);
+    assert!(s.eng.ns[&10].comms.contains("ntpd"));
+    s.unshare(300, "ntpd", 10, 11);
+    assert!(!s.eng.ns.contains_key(&10), "its last member left");
+    s.unlink(300, "ntpd", 10, "/tmp/y", false, 0);
+    assert!(s.eng.ns[&10].comms.contains("ntpd"));
+}
