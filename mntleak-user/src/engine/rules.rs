@@ -1196,13 +1196,7 @@ impl Engine {
             self.mp_index.entry(d).or_default().push(k);
         }
         count_name(&mut self.mp_base, basename(&mp));
-        self.ns
-            .entry(ns)
-            .or_default()
-            .by_path
-            .entry(mp)
-            .or_default()
-            .push(k);
+        self.ns.entry(ns).or_default().index_path(mp).push(k);
         self.note_change(ns, Change::Move);
     }
 

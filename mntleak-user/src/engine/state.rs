@@ -136,8 +136,9 @@ pub(super) struct Ns {
     pub members: HashSet<u32>,
     pub created_by: Option<Ev>,
     pub copied_from: Option<u64>,
-    /// Mountpoint path -> mounts there, bottom first.
+    /// Mountpoint path -> mounts there, bottom first. Added to by `index_path` only.
     pub by_path: HashMap<Arc<str>, Keys>,
+    pub path_lens: PathLens,
     pub mounts: usize,
     /// Known only from a kernel fact: members unknown, never killed for lack of members.
     pub members_unknown: bool,
@@ -165,6 +166,30 @@ pub(super) struct Ns {
     pub comms: HashSet<String>,
     /// The last command noted (see `note_comm`).
     pub last_comm: String,
+}
+
+impl Ns {
+    /// The stack of mounts at `mountpoint`, made if new.
+    pub fn index_path(&mut self, mountpoint: Arc<str>) -> &mut Keys {
+        self.path_lens.note(mountpoint.len());
+        self.by_path.entry(mountpoint).or_default()
+    }
+}
+
+/// The lengths (mod 256) of every mountpoint a namespace ever indexed, never cleared: a path
+/// prefix of any other length is no mountpoint there, so `lookup`'s walk skips hashing it (a
+/// container path has six prefixes; a namespace's mountpoints a few dozen lengths).
+#[derive(Debug, Default)]
+pub(super) struct PathLens([u64; 4]);
+
+impl PathLens {
+    fn note(&mut self, len: usize) {
+        self.0[(len >> 6) & 3] |= 1 << (len & 63);
+    }
+
+    pub fn may_hold(&self, len: usize) -> bool {
+        self.0[(len >> 6) & 3] & (1 << (len & 63)) != 0
+    }
 }
 
 /// A namespace copy that waits (see `Engine::copy_ns`): what making it needs, as it was at the
@@ -336,7 +361,8 @@ impl Engine {
                 end += 1;
             }
             let p = &path[..end];
-            if let Some(v) = n.by_path.get(p)
+            if n.path_lens.may_hold(end)
+                && let Some(v) = n.by_path.get(p)
                 && let Some(&c) = v.iter().find(|&&x| self.m(x).parent == Some(cur))
             {
                 cur = climb(c, p);
@@ -397,10 +423,7 @@ impl Engine {
             f.members.insert(key);
         }
         let ns = self.ns.entry(m.ns).or_default();
-        ns.by_path
-            .entry(m.mountpoint.clone())
-            .or_default()
-            .push(key);
+        ns.index_path(m.mountpoint.clone()).push(key);
         ns.mounts += 1;
         ns.added_at = self.event_ts.or(ns.added_at);
         if m.parent.is_none() && ns.root.is_none() {
