@@ -378,8 +378,18 @@ impl Engine {
             self.check_at_risk();
             self.dirty.clear();
         }
-        let unp = std::mem::take(&mut self.unpinned);
-        for inum in unp {
+        // Both lists are empty after almost every record: then not even taken.
+        if !self.unpinned.is_empty() {
+            self.kill_unpinned();
+        }
+        if !self.touched_families.is_empty() {
+            self.free_emptied_families();
+        }
+    }
+
+    /// Namespaces whose last nsfs pin went and that have no member die.
+    fn kill_unpinned(&mut self) {
+        for inum in std::mem::take(&mut self.unpinned) {
             let ids: Vec<u64> = self
                 .ns
                 .iter()
@@ -390,9 +400,11 @@ impl Engine {
                 self.kill_ns(id, None);
             }
         }
-        // Free families that lost every member (only those touched: O(1) per record).
-        let touched = std::mem::take(&mut self.touched_families);
-        for i in touched {
+    }
+
+    /// Frees families that lost every member (only those touched: O(1) per record).
+    fn free_emptied_families(&mut self) {
+        for i in std::mem::take(&mut self.touched_families) {
             if self.families[i as usize]
                 .as_ref()
                 .is_some_and(|f| f.members.is_empty())
