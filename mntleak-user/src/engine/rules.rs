@@ -109,9 +109,9 @@ impl Engine {
                     let f = self.new_family(
                         None,
                         owner,
-                        &mountpoint,
-                        mi.source.as_str(),
-                        mi.fstype.as_str(),
+                        self.paths.get(&mountpoint),
+                        self.paths.get(mi.source.as_str()),
+                        self.paths.get(mi.fstype.as_str()),
                     );
                     fam_by_obj.insert((fs, root.clone()), f);
                     (f, None)
@@ -123,12 +123,13 @@ impl Engine {
                 && mountpoint != "/"
                 && self.families[fam as usize]
                     .as_ref()
-                    .is_some_and(|x| x.origin.is_none() && x.path == "/")
+                    .is_some_and(|x| x.origin.is_none() && &*x.path == "/")
             {
                 let looks =
                     self.looks_container(&mountpoint, mi.source.as_str(), mi.fstype.as_str());
+                let path = self.paths.get(&mountpoint);
                 if let Some(Some(x)) = self.families.get_mut(fam as usize) {
-                    x.path = mountpoint.clone();
+                    x.path = path;
                     x.origin_ns = ns;
                     x.container_looking |= looks;
                 }
@@ -1149,12 +1150,13 @@ impl Engine {
         let Some(dest) = self.lookup(ns, target) else {
             return;
         };
+        let at = self.paths.get(target);
         for s in seeds.iter_mut() {
             if s.family == NEW_FAMILY {
-                s.family = self.new_family(Some(ev.clone()), ns, target, &s.source, &s.fstype);
+                let (source, fstype) = (s.source.clone(), s.fstype.clone());
+                s.family = self.new_family(Some(ev.clone()), ns, at.clone(), source, fstype);
             }
         }
-        let at = self.paths.get(target);
         let keys = self.instantiate(ns, Some(dest), &at, &seeds, Some(ev));
         self.propagate_attach(dest, target, &keys, false, ev);
     }

@@ -90,7 +90,7 @@ impl Engine {
             // A runtime's namespace pivoted into a bind of the rootfs: the rootfs is its own.
             if n.runtime
                 && let Some(Some(rf)) = self.families.get(rm.family as usize)
-                && rf.path != "/"
+                && &*rf.path != "/"
                 && (f.path == rf.path || super::paths::strip(&f.path, &rf.path).is_some())
             {
                 return true;
@@ -103,7 +103,7 @@ impl Engine {
             .focus
             .iter()
             .chain(self.containers.iter())
-            .any(|c| c.mnt_ns.id == ns && c.mount_paths.contains(&f.path))
+            .any(|c| c.mnt_ns.id == ns && c.mount_paths.iter().any(|p| **p == *f.path))
     }
 
     /// A copy a container runtime's init made by creating its namespace: runc pivots away
@@ -321,16 +321,16 @@ impl Engine {
         let symptoms: Vec<Symptom> = self
             .recent_symptoms
             .iter()
-            .filter(|s| s.path == fam.path || *s.path == *path_in_ns || s.path == fam.source)
+            .filter(|s| *s.path == *fam.path || *s.path == *path_in_ns || *s.path == *fam.source)
             .map(RecentFailure::symptom)
             .collect();
         let mut f = Finding {
             kind,
             id,
             mount: FindingMount {
-                source: fam.source.clone(),
-                fstype: fam.fstype.clone(),
-                path: fam.path.clone(),
+                source: fam.source.to_string(),
+                fstype: fam.fstype.to_string(),
+                path: fam.path.to_string(),
                 path_in_ns: path_in_ns.to_string(),
                 mount_id: m.kernel_id,
             },
