@@ -1301,7 +1301,7 @@ fn loss_ceiling(
 }
 
 /// Replays of the generated capture; the median is reported.
-const REPLAY_RUNS: usize = 3;
+const REPLAY_RUNS: usize = 5;
 
 /// 3. A generated capture of container churn through `mntleak-trace replay --quiet`.
 fn replay(bins: &Bins, args: &BenchArgs, dir: &Path) -> anyhow::Result<Value> {
@@ -1319,7 +1319,7 @@ fn replay(bins: &Bins, args: &BenchArgs, dir: &Path) -> anyhow::Result<Value> {
         ],
     )?;
     let out = dir.join("tmp/replay.out");
-    // The median of three runs: one run here moves by ±15 % with the machine (and the first may
+    // The median of five runs: one run here moves by ±15 % and more with the machine (and the first may
     // still share the disk with the generator's writeback).
     let mut runs = Vec::with_capacity(REPLAY_RUNS);
     for _ in 0..REPLAY_RUNS {
