@@ -4,6 +4,7 @@
 use std::{
     os::fd::{AsRawFd, RawFd},
     path::Path,
+    time::{Duration, Instant},
 };
 
 use aya::{
@@ -138,6 +139,10 @@ pub struct Tracer {
     ring: RingBuf<MapData>,
     loss: PerCpuArray<MapData, LossInfo>,
     loss_prev: Vec<LossInfo>,
+    /// Syscall returns dropped on a full ring and not yet warned of, and when the last warning
+    /// went out: under a flood a warning per drain (every 100 ms) would bury the terminal.
+    exit_losses_unwarned: u64,
+    exit_losses_warned_at: Option<Instant>,
     missing: Vec<String>,
     own_pid: u32,
     decode_errors: u64,
@@ -366,6 +371,8 @@ impl Tracer {
             ring,
             loss,
             loss_prev: Vec::new(),
+            exit_losses_unwarned: 0,
+            exit_losses_warned_at: None,
             missing,
             own_pid: std::process::id(),
             decode_errors: 0,
@@ -452,17 +459,45 @@ impl Tracer {
             now.push(*v);
         }
         self.loss_prev = now;
-        if exits > 0 {
-            tracing::warn!(
-                "the ring buffer was full for {exits} syscall returns: those calls are reported \
-                 without a return value, and change nothing in the reconstruction"
-            );
+        self.exit_losses_unwarned += exits;
+        if self
+            .exit_losses_warned_at
+            .is_none_or(|t| t.elapsed() >= EXIT_LOSS_WARN_EVERY)
+        {
+            self.warn_exit_losses();
         }
         (count > 0).then_some(Record::Lost {
             count,
             first_ts_ns: first,
             last_ts_ns: last,
         })
+    }
+}
+
+/// At most one warning of dropped syscall returns per this long (the rest at the end).
+const EXIT_LOSS_WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Tracer {
+    fn warn_exit_losses(&mut self) {
+        let n = std::mem::take(&mut self.exit_losses_unwarned);
+        if n == 0 {
+            return;
+        }
+        let since = match self.exit_losses_warned_at.replace(Instant::now()) {
+            Some(t) => format!(" in the last {} s", t.elapsed().as_secs()),
+            None => String::new(),
+        };
+        tracing::warn!(
+            "the ring buffer was full for {n} syscall returns{since}: those calls are reported \
+             without a return value, and change nothing in the reconstruction"
+        );
+    }
+}
+
+impl Drop for Tracer {
+    /// The returns dropped since the last warning are not left unsaid.
+    fn drop(&mut self) {
+        self.warn_exit_losses();
     }
 }
 

@@ -388,3 +388,34 @@ fn kernel_resolves_fd_and_cwd_paths_of_mount_calls() {
     assert_eq!(path, format!("{d}/a"));
     assert_ne!(top, mnt_id, "the cwd is on the mount stacked at a");
 }
+
+#[test]
+fn a_flood_of_dropped_returns_is_warned_of_twice_not_every_drain() {
+    if !require_root() {
+        return;
+    }
+    // One page of ring overflows at once under a tight loop of failing umount2 calls; the tracer
+    // drains every 100 ms, so 1.5 s of flood used to print fifteen warnings.
+    let trace = TraceSession::start(&["--quiet", "--ring-size", "4096"]).unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        for _ in 0..1000 {
+            // SAFETY: umount2 of a path that does not exist changes nothing.
+            unsafe { libc::umount2(c"/mntleak-no-such-path".as_ptr(), 0) };
+        }
+    }
+    let out = trace.stop().unwrap();
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("the ring buffer was full for"))
+        .collect();
+    // The first as it happens, the rest once at the end.
+    assert!(
+        (1..=2).contains(&warnings.len()),
+        "{} warnings: {}",
+        warnings.len(),
+        out.stderr
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+}
