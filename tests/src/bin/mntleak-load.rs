@@ -7,6 +7,8 @@
 //!                                          cheap traced syscalls at R events/s in total (0: flat out)
 //! mntleak-load gen-capture --events N --out FILE
 //!                                          a synthetic capture of container churn
+//! mntleak-load docker-rig                  the tests' Docker: dockerd (started if none answers)
+//!                                          and the busybox image (imported if missing)
 //!
 //! Each prints one JSON object on stdout. The mount workloads run in a private mount namespace of
 //! their own, so nothing they mount reaches the host, and all of it goes when the process exits.
@@ -34,7 +36,8 @@ fn main() {
 }
 
 const USAGE: &str = "usage: mntleak-load overhead --iterations N | churn --seconds S | \
-rate --workers W --rate R (--seconds S | --events N) | gen-capture --events N --out FILE";
+rate --workers W --rate R (--seconds S | --events N) | gen-capture --events N --out FILE | \
+docker-rig";
 
 /// `--key value` pairs after the subcommand.
 struct Opts(HashMap<String, String>);
@@ -92,6 +95,10 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         "gen-capture" => {
             let out: String = opts.req("out")?;
             gen_capture(opts.req("events")?, Path::new(&out))?
+        }
+        "docker-rig" => {
+            let d = mntleak_tests::docker::Docker::start()?;
+            serde_json::json!({"socket": d.socket, "dockerd_pid": d.pid, "log": d.log})
         }
         other => bail!("unknown workload {other:?}; {USAGE}"),
     };
