@@ -782,17 +782,18 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         &mut |_| replay(&bins, args, &dir),
     );
     part("size", "bytes_per_event", "bytes_per_event", &mut |a| {
-        if !docker_ready() {
-            // A fresh machine: the tests' dockerd and image, made as the tests make them.
+        // A fresh machine: the tests' dockerd and image, made as the tests make them.
+        let ready = if docker_ready() {
+            Ok(())
+        } else {
             println!("capture size: setting up Docker (dockerd, the busybox image)");
-            if let Err(e) = load(&bins, &["docker-rig"]) {
-                println!("capture size: no Docker ({e:#}); using the mount churn");
-                let mut v = capture_size(&bins, args, &dir, false, a)?;
-                v["docker_error"] = json!(format!("{e:#}"));
-                return Ok(v);
-            }
-        }
-        capture_size(&bins, args, &dir, true, a).or_else(|e| {
+            load(&bins, &["docker-rig"]).map(drop)
+        };
+        let under_docker = match ready {
+            Ok(()) => capture_size(&bins, args, &dir, true, a),
+            Err(e) => Err(e),
+        };
+        under_docker.or_else(|e| {
             eprintln!("bench: capture size under Docker failed ({e:#}); using the mount churn");
             let mut v = capture_size(&bins, args, &dir, false, a)?;
             v["docker_error"] = json!(format!("{e:#}"));
