@@ -98,6 +98,37 @@ fn sigkill_leaves_a_capture_readable_to_the_last_whole_record() {
     );
 }
 
+/// SIGTERM (what systemd and `docker stop` send) ends a capture like Ctrl-C: the events still in
+/// the ring and in the write buffer, well inside one flush interval, reach the file, and the run
+/// ends with its summary and exit 0. The default action would end it with nothing after the last
+/// periodic flush.
+#[test]
+fn sigterm_ends_a_capture_with_everything_recorded_and_a_summary() {
+    if !require_root() {
+        return;
+    }
+    let dir = Scratch::new("term");
+    let cap = dir.join("t.mntcap");
+    let cap_s = cap.display().to_string();
+    let trace = TraceSession::start(&["--output", &cap_s, "--comm", "unshare"]).unwrap();
+    sh("for i in 1 2 3 4 5 6 7; do unshare -m true; done").unwrap();
+    let out = trace.stop_with(libc::SIGTERM).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("verdict:"),
+        "no summary: {}",
+        out.stdout
+    );
+    let replay = run_tracer(&["replay", "--json", &cap_s, "--comm", "unshare"]);
+    assert_eq!(replay.status.code(), Some(0), "{replay:?}");
+    let unshares = replay
+        .json()
+        .iter()
+        .filter(|v| v["syscall"] == "unshare")
+        .count();
+    assert_eq!(unshares, 7, "{}", replay.stdout);
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = Scratch::new("bad");
