@@ -129,6 +129,56 @@ fn sigterm_ends_a_capture_with_everything_recorded_and_a_summary() {
     assert_eq!(unshares, 7, "{}", replay.stdout);
 }
 
+/// With tracefs unmounted (a minimal host, a fresh container), the tracepoints cannot be found
+/// by name: the tracer mounts tracefs itself and traces. Done in a private mount namespace, so
+/// the host's tracefs is never touched.
+#[test]
+fn a_host_without_tracefs_mounted_gets_it_mounted_and_traced() {
+    if !require_root() {
+        return;
+    }
+    let script = format!(
+        "set -e; umount /sys/kernel/debug/tracing 2>/dev/null || true; \
+         umount /sys/kernel/tracing 2>/dev/null || true; \
+         if [ -e /sys/kernel/tracing/events/syscalls ] || [ -e /sys/kernel/debug/tracing/events/syscalls ]; \
+         then echo STILL_MOUNTED; exit 1; fi; \
+         {bin} --duration 1 --quiet --json >/dev/null; \
+         [ -e /sys/kernel/tracing/events/syscalls ] && echo MOUNTED_BY_TRACER",
+        bin = mntleak_tests::tracer_bin().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("MOUNTED_BY_TRACER"), "{stdout}{stderr}");
+    assert!(stderr.contains("tracing;"), "{stderr}");
+
+    // Where it cannot be mounted (an empty /sys/kernel, but for its BTF, has no mountpoint for
+    // it): one line that says so, and no run.
+    let dir = Scratch::new("tracefs");
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; mkdir -p {d}/btf && \
+         mount --bind /sys/kernel/btf {d}/btf && mount -t tmpfs empty /sys/kernel && \
+         mkdir /sys/kernel/btf && mount --move {d}/btf /sys/kernel/btf && \
+         exec {bin} --duration 1 --quiet",
+        d = dir.s(),
+        bin = mntleak_tests::tracer_bin().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("tracefs"), "{stderr}");
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = Scratch::new("bad");
