@@ -84,18 +84,19 @@ fn sigkill_leaves_a_capture_readable_to_the_last_whole_record() {
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let out = trace.stop_with(libc::SIGKILL).unwrap();
     assert!(!out.status.success());
-    let replay = run_tracer(&["replay", "--json", &cap_s, "--comm", "unshare"]);
-    assert!(replay.status.code() == Some(0), "{replay:?}");
-    let unshares = replay
+    let unshares = unshares_replayed(&cap_s);
+    assert!(unshares >= 5, "only {unshares} unshare events survived");
+}
+
+/// The unshare events a replay of `cap` shows (the replay must succeed).
+fn unshares_replayed(cap: &str) -> usize {
+    let replay = run_tracer(&["replay", "--json", cap, "--comm", "unshare"]);
+    assert_eq!(replay.status.code(), Some(0), "{replay:?}");
+    replay
         .json()
         .iter()
         .filter(|v| v["syscall"] == "unshare")
-        .count();
-    assert!(
-        unshares >= 5,
-        "only {unshares} unshare events survived: {}",
-        replay.stdout
-    );
+        .count()
 }
 
 /// SIGTERM (what systemd and `docker stop` send) ends a capture like Ctrl-C: the events still in
@@ -119,14 +120,7 @@ fn sigterm_ends_a_capture_with_everything_recorded_and_a_summary() {
         "no summary: {}",
         out.stdout
     );
-    let replay = run_tracer(&["replay", "--json", &cap_s, "--comm", "unshare"]);
-    assert_eq!(replay.status.code(), Some(0), "{replay:?}");
-    let unshares = replay
-        .json()
-        .iter()
-        .filter(|v| v["syscall"] == "unshare")
-        .count();
-    assert_eq!(unshares, 7, "{}", replay.stdout);
+    assert_eq!(unshares_replayed(&cap_s), 7);
 }
 
 /// With tracefs unmounted (a minimal host, a fresh container), the tracepoints cannot be found
