@@ -40,6 +40,13 @@ pub enum BtfError {
     Format { offset: usize, what: &'static str },
     #[error("kernel BTF has no {0}")]
     Missing(String),
+    /// A parse or lookup error in a file, named (the two above come from bytes alone). Not a
+    /// `source`: the message already holds it, and error chains would print it twice.
+    #[error("kernel BTF {path}: {error}")]
+    InFile {
+        path: &'static str,
+        error: Box<BtfError>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -302,7 +309,15 @@ impl Btf {
 
 /// Offsets for the running kernel.
 pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
-    Btf::from_file(Path::new(VMLINUX))?.kernel_offsets()
+    Btf::from_file(Path::new(VMLINUX))
+        .and_then(|btf| btf.kernel_offsets())
+        .map_err(|e| match e {
+            BtfError::Io { .. } => e,
+            e => BtfError::InFile {
+                path: VMLINUX,
+                error: Box::new(e),
+            },
+        })
 }
 
 #[cfg(test)]

@@ -173,6 +173,40 @@ fn a_host_without_tracefs_mounted_gets_it_mounted_and_traced() {
     assert!(stderr.contains("tracefs"), "{stderr}");
 }
 
+/// A kernel without BTF (the struct offsets the eBPF side needs come from it), or with a BTF
+/// file that does not parse: one line naming it, exit 2, nothing loaded. Made by hiding
+/// `/sys/kernel/btf` in a private mount namespace.
+#[test]
+fn a_kernel_without_usable_btf_is_one_line_and_exit_2() {
+    if !require_root() {
+        return;
+    }
+    for (setup, expect) in [
+        ("true", "is missing"),
+        (
+            "head -c 4096 /dev/urandom > /sys/kernel/btf/vmlinux",
+            "malformed BTF",
+        ),
+    ] {
+        let script = format!(
+            "mount -t tmpfs empty /sys/kernel/btf && {setup} && exec {bin} --duration 1 --quiet",
+            bin = mntleak_tests::tracer_bin().display()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{setup}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{setup}: {stderr}");
+        assert!(stderr.contains(expect), "{setup}: {stderr}");
+        assert!(
+            stderr.contains("/sys/kernel/btf/vmlinux"),
+            "{setup}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = Scratch::new("bad");
