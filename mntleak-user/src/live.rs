@@ -208,6 +208,19 @@ fn install_resolvers(ebpf: &mut Ebpf) -> Result<(), String> {
     Ok(())
 }
 
+/// An error and its causes on one line: aya's attach and load errors name the file or program
+/// and keep the reason (ENOENT, EPERM, the verifier's) in their source.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn attach_tp(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<(), String> {
     let p: &mut TracePoint = ebpf
         .program_mut(prog)
@@ -215,10 +228,10 @@ fn attach_tp(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<
         .try_into()
         .map_err(|e| format!("{e}"))?;
     if p.fd().is_err() {
-        p.load().map_err(|e| format!("load: {e}"))?;
+        p.load().map_err(|e| format!("load: {}", with_causes(&e)))?;
     }
     p.attach(category, name)
-        .map_err(|e| format!("attach: {e}"))?;
+        .map_err(|e| format!("attach: {}", with_causes(&e)))?;
     Ok(())
 }
 
@@ -282,8 +295,9 @@ impl Tracer {
                 .try_into()
                 .map_err(|e| format!("{e}"))?;
             p.load("sched_process_fork", &kbtf)
-                .map_err(|e| format!("load: {e}"))?;
-            p.attach().map_err(|e| format!("attach: {e}"))?;
+                .map_err(|e| format!("load: {}", with_causes(&e)))?;
+            p.attach()
+                .map_err(|e| format!("attach: {}", with_causes(&e)))?;
             Ok(())
         })();
         // The fork program tells a clone's new namespace only with the namespace offsets.

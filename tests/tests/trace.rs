@@ -207,6 +207,41 @@ fn a_kernel_without_usable_btf_is_one_line_and_exit_2() {
     }
 }
 
+/// A tracepoint the kernel does not have (hidden here by an empty directory over its tracefs
+/// entry, in a private mount namespace): a degraded run that names it and why, not a failure.
+#[test]
+fn a_missing_tracepoint_makes_a_degraded_run_that_says_why() {
+    if !require_root() {
+        return;
+    }
+    let dir = Scratch::new("notp");
+    let script = format!(
+        "mkdir -p {d}/empty && \
+         mount --bind {d}/empty /sys/kernel/tracing/events/syscalls/sys_enter_unlinkat && \
+         exec {bin} --duration 1 --quiet --json",
+        d = dir.s(),
+        bin = mntleak_tests::tracer_bin().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("degraded run, cannot trace: syscalls/sys_enter_unlinkat"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+    assert!(
+        stdout.contains("\"not_traced\":[\"syscalls/sys_enter_unlinkat\"]"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = Scratch::new("bad");
